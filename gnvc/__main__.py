@@ -1,0 +1,3 @@
+from gnvc.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The contextual I/P latent codec, its entropy coding and the ``.gnvc`` bitstream container."""

@@ -1,0 +1,211 @@
+"""The contextual latent codec: I/P conditional coding of a sequence of normalised VAE latents.
+
+Latent frame 1 (I) is coded alone with a mean-scale hyperprior. Every later frame t (P) is coded
+*conditionally* on a context f_{t−1} extracted from the previous decoded latent (DCVC-RT style,
+in the latent domain): ŷ_t = Q(g_a(l_t | f_{t−1})), l̂_t = g_s(ŷ_t, f_{t−1}), and the entropy
+parameters of ŷ_t come from its hyperprior and the context together. The contexts {f_t} are also
+handed to the refiner's adapter. One model codes every rate point through learned per-channel
+gains indexed by the quality index (higher index, higher rate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.models import CompressionModel
+from safetensors.torch import load_file, save_file
+
+from gnvc.codec.entropy import ConditionalHyperprior
+from gnvc.codec.layers import Analysis, ContextExtractor, Synthesis, conv3x3, halve
+from gnvc.errors import WeightsError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class CodecOutput:
+    """What the differentiable pass returns (training and rate estimation)."""
+
+    latents_hat: torch.Tensor  # x_c, (B, C, F, h, w)
+    context: torch.Tensor  # {f_t}, (B, C_ctx, F, h, w)
+    likelihoods: dict[str, torch.Tensor]
+    bits: torch.Tensor  # (B,) estimated rate of each sequence, in bits
+
+
+@dataclass
+class CompressedLatents:
+    """The entropy-coded latent sequence of one group: per latent frame ``[z_bytes, y_bytes]``."""
+
+    quality: int
+    size: tuple[int, int]  # latent (h, w)
+    frames: list[list[bytes]] = field(default_factory=list)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(len(s) for f in self.frames for s in f)
+
+
+class ContextualLatentCodec(CompressionModel):
+    """I/P conditional latent codec with a quality index. Call ``update()`` before ``compress``."""
+
+    def __init__(
+        self,
+        latent_channels: int = 16,
+        channels: int = 64,
+        y_channels: int = 32,
+        z_channels: int = 32,
+        context_channels: int = 32,
+        num_qualities: int = 6,
+        gain_range: tuple[float, float] = (-1.5, 1.5),
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "latent_channels": latent_channels,
+            "channels": channels,
+            "y_channels": y_channels,
+            "z_channels": z_channels,
+            "context_channels": context_channels,
+            "num_qualities": num_qualities,
+            "gain_range": list(gain_range),
+        }
+        c, n, m = latent_channels, channels, y_channels
+        self.intra_analysis = Analysis(c, n, m)
+        self.intra_synthesis = Synthesis(m, n, c)
+        self.intra_entropy = ConditionalHyperprior(m, z_channels, n)
+        self.context_extractor = ContextExtractor(c, context_channels)
+        self.inter_analysis = Analysis(c + context_channels, n, m)
+        self.inter_synthesis = Synthesis(m, n, c, context_channels=context_channels)
+        self.context_to_y = torch.nn.Sequential(
+            conv3x3(context_channels, n, stride=2), torch.nn.LeakyReLU(0.1, inplace=True), conv3x3(n, n, stride=2)
+        )
+        self.inter_entropy = ConditionalHyperprior(m, z_channels, n, context_channels=n)
+        lo, hi = gain_range
+        init = torch.linspace(lo, hi, num_qualities).unsqueeze(1).repeat(1, m)
+        self.log_gain = torch.nn.Parameter(init)
+
+    # ------------------------------------------------------------------ config / weights
+    @property
+    def num_qualities(self) -> int:
+        return int(self.config["num_qualities"])
+
+    @property
+    def context_channels(self) -> int:
+        return int(self.config["context_channels"])
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ContextualLatentCodec:
+        cfg = dict(config)
+        cfg["gain_range"] = tuple(cfg.get("gain_range", (-1.5, 1.5)))
+        return cls(**cfg)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> ContextualLatentCodec:
+        path = Path(path)
+        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise WeightsError(f"{path}: no codec here (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            model = cls.from_config(json.loads(cfg_file.read_text()))
+            # CompressionModel.load_state_dict resizes the CDF-table buffers to the shipped tables.
+            model.load_state_dict(load_file(str(w_file)))
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
+            raise WeightsError(f"{path}: the codec weights could not be loaded ({e})") from None
+        if not model.tables_ready():
+            raise WeightsError(f"{path}: the codec has no entropy tables; the model was saved without update()")
+        return model.eval()
+
+    def tables_ready(self) -> bool:
+        """Whether integer CDF tables exist (``update()`` was run); decoding never rebuilds them."""
+        gcs = [self.intra_entropy.gaussian_conditional, self.inter_entropy.gaussian_conditional]
+        ebs = [self.intra_entropy.entropy_bottleneck, self.inter_entropy.entropy_bottleneck]
+        return all(m._quantized_cdf.numel() > 0 for m in gcs + ebs)
+
+    # ------------------------------------------------------------------ helpers
+    def gain(self, quality: torch.Tensor | int) -> torch.Tensor:
+        """Per-channel gains (B, M, 1, 1) of the quality indices."""
+        q = torch.as_tensor(quality, device=self.log_gain.device).long().reshape(-1)
+        if bool((q < 0).any()) or bool((q >= self.num_qualities).any()):
+            raise ValueError(f"quality index must be in [0, {self.num_qualities - 1}], got {q.tolist()}")
+        return torch.exp(self.log_gain[q])[:, :, None, None]
+
+    @staticmethod
+    def y_size(size: tuple[int, int]) -> tuple[int, int]:
+        return halve(halve(size))
+
+    # ------------------------------------------------------------------ differentiable pass
+    def forward(self, latents: torch.Tensor, quality: torch.Tensor) -> CodecOutput:
+        """latents (B, C, F, h, w), quality (B,) → reconstruction, contexts, likelihoods, bits."""
+        size = tuple(latents.shape[-2:])
+        gain = self.gain(quality)
+        frames_hat, contexts, liks = [], [], {}
+        for t in range(latents.shape[2]):
+            l_t = latents[:, :, t]
+            if t == 0:
+                y_hat, lik = self.intra_entropy(self.intra_analysis(l_t), gain)
+                l_hat = self.intra_synthesis(y_hat, size)
+            else:
+                f = contexts[-1]
+                y = self.inter_analysis(torch.cat([l_t, f], dim=1))
+                y_hat, lik = self.inter_entropy(y, gain, self.context_to_y(f))
+                l_hat = self.inter_synthesis(y_hat, size, f)
+            frames_hat.append(l_hat)
+            contexts.append(self.context_extractor(l_hat))
+            for k, v in lik.items():
+                liks[f"{k}{t}"] = v
+        bits = sum(-torch.log2(v).flatten(1).sum(1) for v in liks.values())
+        return CodecOutput(torch.stack(frames_hat, 2), torch.stack(contexts, 2), liks, bits)
+
+    # ------------------------------------------------------------------ entropy coding
+    @torch.no_grad()
+    def compress(self, latents: torch.Tensor, quality: int) -> tuple[CompressedLatents, torch.Tensor, torch.Tensor]:
+        """Code one sequence (batch 1). Returns the streams, and the decoder's latents and contexts."""
+        if latents.ndim != 5 or latents.shape[0] != 1:
+            raise ValueError(f"compress takes latents (1, C, F, h, w), got {tuple(latents.shape)}")
+        size = tuple(latents.shape[-2:])
+        gain = self.gain(quality)
+        out = CompressedLatents(quality=int(quality), size=size)  # type: ignore[arg-type]
+        frames_hat, contexts = [], []
+        for t in range(latents.shape[2]):
+            l_t = latents[:, :, t]
+            if t == 0:
+                y_hat, strings = self.intra_entropy.compress(self.intra_analysis(l_t), gain)
+                l_hat = self.intra_synthesis(y_hat, size)
+            else:
+                f = contexts[-1]
+                y = self.inter_analysis(torch.cat([l_t, f], dim=1))
+                y_hat, strings = self.inter_entropy.compress(y, gain, self.context_to_y(f))
+                l_hat = self.inter_synthesis(y_hat, size, f)
+            out.frames.append(strings)
+            frames_hat.append(l_hat)
+            contexts.append(self.context_extractor(l_hat))
+        return out, torch.stack(frames_hat, 2), torch.stack(contexts, 2)
+
+    @torch.no_grad()
+    def decompress(self, data: CompressedLatents) -> tuple[torch.Tensor, torch.Tensor]:
+        """Streams → (latents_hat (1, C, F, h, w), contexts (1, C_ctx, F, h, w)), bit-exact with compress."""
+        size, ysz = data.size, self.y_size(data.size)
+        gain = self.gain(data.quality)
+        frames_hat, contexts = [], []
+        for t, strings in enumerate(data.frames):
+            if t == 0:
+                y_hat = self.intra_entropy.decompress(strings, ysz, gain)
+                l_hat = self.intra_synthesis(y_hat, size)
+            else:
+                f = contexts[-1]
+                y_hat = self.inter_entropy.decompress(strings, ysz, gain, self.context_to_y(f))
+                l_hat = self.inter_synthesis(y_hat, size, f)
+            frames_hat.append(l_hat)
+            contexts.append(self.context_extractor(l_hat))
+        return torch.stack(frames_hat, 2), torch.stack(contexts, 2)

@@ -1,0 +1,178 @@
+"""One model directory holds everything a profile needs: VAE, latent codec and refiner.
+
+Layout (diffusers-style, each component its config plus safetensors weights)::
+
+    DIR/model_index.json   {"_class_name": "GnvcModel", "gnvc_version": ..., "profile": {...}}
+    DIR/vae/               AutoencoderKLWan.save_pretrained
+    DIR/codec/             config.json + model.safetensors (entropy tables included)
+    DIR/refiner/           Refiner.save_pretrained (when the profile has a refiner)
+
+The weights hash written into every bitstream is computed from the tensors themselves (names,
+dtypes, shapes, bytes), so a model hashes the same in memory, after saving and after loading,
+and a decoder can refuse weights that differ from the encoder's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gnvc import __version__
+from gnvc.codec.latent_codec import ContextualLatentCodec
+from gnvc.errors import WeightsError
+from gnvc.models.profiles import load_profile, merge, validate_profile
+from gnvc.models.vae import VideoVAE
+
+INDEX_NAME = "model_index.json"
+DEFAULT_MODELS_ROOT = Path("models")
+
+
+def _hash_module(h: "hashlib._Hash", name: str, module: nn.Module) -> None:
+    h.update(name.encode())
+    for key, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+class GnvcModel(nn.Module):
+    """The VAE, the latent codec and (optionally) the refiner of one profile."""
+
+    def __init__(self, profile: dict[str, Any], vae: VideoVAE, codec: ContextualLatentCodec, refiner: nn.Module | None = None):
+        super().__init__()
+        validate_profile(profile)
+        self.profile = profile
+        self.vae = vae
+        self.codec = codec
+        self.refiner = refiner
+        self._hash: bytes | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.profile["name"])
+
+    @property
+    def coding(self) -> dict[str, Any]:
+        return dict(self.profile.get("coding", {}))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_profile(
+        cls, profile: str | Path | dict[str, Any], *, seed: int = 0, overrides: dict[str, Any] | None = None
+    ) -> GnvcModel:
+        """An untrained model of a profile (entropy tables built, so it codes correctly)."""
+        prof = profile if isinstance(profile, dict) else load_profile(profile)
+        prof = merge(prof, overrides)
+        validate_profile(prof)
+        torch.manual_seed(seed)
+        vae = VideoVAE.from_config(prof["vae"])
+        codec = ContextualLatentCodec.from_config(prof["codec"])
+        codec.update(force=True)
+        refiner = None
+        if prof.get("refiner"):
+            from gnvc.refiner import Refiner
+
+            refiner = Refiner.from_config(prof["refiner"])
+        return cls(prof, vae, codec, refiner).eval()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> GnvcModel:
+        path = Path(path)
+        index_file = path / INDEX_NAME
+        if not path.is_dir():
+            raise WeightsError(f"{path}: model directory not found (create one with `gnvc model init` or `dvc repro`)")
+        if not index_file.is_file():
+            raise WeightsError(f"{path}: not a gnvc model directory ({INDEX_NAME} is missing)")
+        try:
+            index = json.loads(index_file.read_text())
+            profile = index["profile"]
+        except (ValueError, KeyError) as e:
+            raise WeightsError(f"{index_file}: unreadable model index ({e})") from None
+        if index.get("_class_name") != "GnvcModel":
+            raise WeightsError(f"{index_file}: not a GnvcModel index")
+        vae = VideoVAE.from_pretrained(path / "vae")
+        codec = ContextualLatentCodec.from_pretrained(path / "codec")
+        refiner = None
+        if profile.get("refiner"):
+            if not (path / "refiner").is_dir():
+                raise WeightsError(f"{path}: profile {profile['name']!r} has a refiner but refiner/ is missing")
+            from gnvc.refiner import Refiner
+
+            refiner = Refiner.from_pretrained(path / "refiner")
+        return cls(profile, vae, codec, refiner).eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write the directory atomically: a crash never leaves a half-written model under ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.codec.tables_ready():
+            self.codec.update(force=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.vae.save_pretrained(tmp / "vae")
+            self.codec.save_pretrained(tmp / "codec")
+            if self.refiner is not None:
+                self.refiner.save_pretrained(tmp / "refiner")
+            index = {
+                "_class_name": "GnvcModel",
+                "gnvc_version": __version__,
+                "profile": self.profile,
+                "weights_hash": self.weights_hash.hex(),
+            }
+            (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+            if path.exists():
+                shutil.rmtree(path)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def weights_hash(self) -> bytes:
+        """8 bytes of SHA-256 over the profile name and every component's tensors."""
+        if self._hash is None:
+            h = hashlib.sha256(self.name.encode())
+            _hash_module(h, "vae", self.vae)
+            h.update(self.vae.mean.numpy().tobytes() + self.vae.std.numpy().tobytes())
+            _hash_module(h, "codec", self.codec)
+            if self.refiner is not None:
+                _hash_module(h, "refiner", self.refiner)
+            self._hash = h.digest()[:8]
+        return self._hash
+
+    def invalidate_hash(self) -> None:
+        """Call after changing weights (training) so the next bitstream carries the new hash."""
+        self._hash = None
+
+
+def resolve_weights(weights: str | Path | None, profile: str | None = None) -> Path:
+    """The model directory to use: ``weights`` if given, else ``models/<profile>/``, else a clear error."""
+    if weights is not None:
+        path = Path(weights)
+        if not (path / INDEX_NAME).is_file():
+            raise WeightsError(f"{path}: not a gnvc model directory ({INDEX_NAME} missing)")
+        return path
+    name = profile or "tiny"
+    path = DEFAULT_MODELS_ROOT / name
+    if not (path / INDEX_NAME).is_file():
+        raise WeightsError(
+            f"no weights for profile {name!r}: {path}/ does not exist; pass --weights DIR, "
+            f"train it with `dvc repro`, or create an untrained one with `gnvc model init --profile {name} -o DIR`"
+        )
+    return path
+
+
+def load_model(weights: str | Path | None, profile: str | None = None) -> GnvcModel:
+    """Load the model directory that :func:`resolve_weights` picks, checking its profile."""
+    model = GnvcModel.from_pretrained(resolve_weights(weights, profile))
+    if profile is not None and model.name != profile:
+        raise WeightsError(f"the weights in {weights} are of profile {model.name!r}, not {profile!r}")
+    return model

@@ -1,0 +1,97 @@
+"""The frozen 3D causal VAE (``diffusers.AutoencoderKLWan``) with latent normalisation and padding.
+
+The codec and the refiner work on *normalised* latents, (z − mean)/std per channel, so that the
+DiT prior sees unit-scale data and the codec's quantisation step means the same thing for every
+channel. Frame counts must be 1 + 4k and sizes multiples of 16 (8× VAE, 2× DiT patches); the Wan
+classes silently truncate otherwise, so this wrapper checks instead of guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKLWan
+from torch import nn
+
+from gnvc.errors import InputError, WeightsError
+
+PAD_MULTIPLE = 16
+TEMPORAL_FACTOR = 4
+SPATIAL_FACTOR = 8
+
+
+def padded_frames(num_frames: int) -> int:
+    """Frames a clip of ``num_frames`` is coded with: the next 1 + 4k (the last frame repeated)."""
+    return 1 + TEMPORAL_FACTOR * math.ceil((num_frames - 1) / TEMPORAL_FACTOR)
+
+
+def padded_size(size: int) -> int:
+    """A side padded up to the next multiple of 16."""
+    return PAD_MULTIPLE * math.ceil(size / PAD_MULTIPLE)
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames for 1 + 4k pixel frames."""
+    return 1 + (num_frames - 1) // TEMPORAL_FACTOR
+
+
+class VideoVAE(nn.Module):
+    """Encode pixels in [-1, 1] (B, 3, T, H, W) to normalised latents (B, 16, F, H/8, W/8), and back."""
+
+    pad_multiple = PAD_MULTIPLE
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        self.vae = vae
+        cfg = vae.config
+        c = cfg.z_dim
+        self.register_buffer("mean", torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, c, 1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, c, 1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VideoVAE:
+        return cls(AutoencoderKLWan(**config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> VideoVAE:
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise WeightsError(f"{path}: no VAE here (expected config.json and diffusion_pytorch_model.safetensors)")
+        try:
+            vae = AutoencoderKLWan.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise WeightsError(f"{path}: the VAE weights could not be loaded ({e})") from None
+        return cls(vae)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.vae.save_pretrained(str(path), safe_serialization=True)
+
+    def set_latent_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store new normalisation statistics (after training the VAE) in the buffers and the config."""
+        c = self.vae.config.z_dim
+        self.mean.copy_(mean.reshape(1, c, 1, 1, 1))
+        self.std.copy_(std.reshape(1, c, 1, 1, 1))
+        self.vae.register_to_config(latents_mean=mean.flatten().tolist(), latents_std=std.flatten().tolist())
+
+    @staticmethod
+    def check_geometry(x: torch.Tensor) -> None:
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise InputError(f"VAE input must be (B, 3, T, H, W), got {tuple(x.shape)}")
+        t, h, w = x.shape[2:]
+        if (t - 1) % TEMPORAL_FACTOR or h % PAD_MULTIPLE or w % PAD_MULTIPLE:
+            raise InputError(f"VAE input needs 1+4k frames and sides that are multiples of 16, got T={t}, {w}x{h}")
+
+    def encode(self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels → normalised latents (the posterior mean unless ``sample``)."""
+        self.check_geometry(x)
+        dist = self.vae.encode(x).latent_dist
+        z = dist.sample(generator) if sample else dist.mode()
+        return (z - self.mean) / self.std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents → pixels in [-1, 1]."""
+        z = latents * self.std + self.mean
+        return self.vae.decode(z).sample.clamp(-1, 1)
