@@ -31,6 +31,11 @@ def _register() -> None:
 
     for command in (encode, decode, info, model):
         cli.add_command(command)
+    from gnvc.cli.data import data
+    from gnvc.cli.stage import stage
+
+    cli.add_command(data)
+    cli.add_command(stage)
 
 
 _register()

@@ -48,7 +48,13 @@ def encode(input_path, output, profile, quality, weights, size, fps, max_frames,
 
 @click.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output: .mp4/.mkv, .y4m, or a folder for PNGs.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output: .mp4/.mkv, .y4m, or a folder for PNGs.",
+)
 @weights_option
 @click.option("--steps", type=int, default=None, help="Refinement steps (overrides the header; 0: no refinement).")
 def decode(input_path, output, weights, steps) -> None:
@@ -113,7 +119,9 @@ def info(input_path, as_json) -> None:
             click.echo(f"{k:>13}: {v}")
     table = Table("group", "frames", "bytes", "latent frames: z+y bytes")
     for g in groups:
-        table.add_row(str(g["group"]), str(g["frames"]), str(g["bytes"]), " ".join(f"{z}+{y}" for z, y in g["latent_frames"]))
+        table.add_row(
+            str(g["group"]), str(g["frames"]), str(g["bytes"]), " ".join(f"{z}+{y}" for z, y in g["latent_frames"])
+        )
     Console().print(table)
 
 

@@ -116,7 +116,9 @@ def write_bitstream(bs: Bitstream) -> bytes:
     h = bs.header
     prof = h.profile.encode("ascii")
     head = bytearray(MAGIC + bytes([VERSION, len(prof)]) + prof + h.weights_hash)
-    head += _HEAD.pack(h.width, h.height, h.frames, h.fps_num, h.fps_den, h.gop_frames, h.quality, h.t_n, h.steps, h.seed)
+    head += _HEAD.pack(
+        h.width, h.height, h.frames, h.fps_num, h.fps_den, h.gop_frames, h.quality, h.t_n, h.steps, h.seed
+    )
     head += struct.pack("<I", zlib.crc32(head))
     out = bytearray(head)
     if len(bs.groups) != h.num_groups:

@@ -11,6 +11,8 @@ gains indexed by the quality index (higher index, higher rate).
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,17 @@ from gnvc.errors import WeightsError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, name: str):
+    """Accumulate wall time of a codec stage into ``timings`` (for benchmarks); no-op when None."""
+    if timings is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 @dataclass
@@ -169,7 +182,9 @@ class ContextualLatentCodec(CompressionModel):
 
     # ------------------------------------------------------------------ entropy coding
     @torch.no_grad()
-    def compress(self, latents: torch.Tensor, quality: int) -> tuple[CompressedLatents, torch.Tensor, torch.Tensor]:
+    def compress(
+        self, latents: torch.Tensor, quality: int, timings: dict[str, float] | None = None
+    ) -> tuple[CompressedLatents, torch.Tensor, torch.Tensor]:
         """Code one sequence (batch 1). Returns the streams, and the decoder's latents and contexts."""
         if latents.ndim != 5 or latents.shape[0] != 1:
             raise ValueError(f"compress takes latents (1, C, F, h, w), got {tuple(latents.shape)}")
@@ -179,33 +194,36 @@ class ContextualLatentCodec(CompressionModel):
         frames_hat, contexts = [], []
         for t in range(latents.shape[2]):
             l_t = latents[:, :, t]
-            if t == 0:
-                y_hat, strings = self.intra_entropy.compress(self.intra_analysis(l_t), gain)
-                l_hat = self.intra_synthesis(y_hat, size)
-            else:
-                f = contexts[-1]
-                y = self.inter_analysis(torch.cat([l_t, f], dim=1))
-                y_hat, strings = self.inter_entropy.compress(y, gain, self.context_to_y(f))
-                l_hat = self.inter_synthesis(y_hat, size, f)
+            f = contexts[-1] if t else None
+            with _timed(timings, "analysis"):
+                y = self.intra_analysis(l_t) if t == 0 else self.inter_analysis(torch.cat([l_t, f], dim=1))
+                ctx_y = None if t == 0 else self.context_to_y(f)
+            with _timed(timings, "entropy_encode"):
+                entropy = self.intra_entropy if t == 0 else self.inter_entropy
+                y_hat, strings = entropy.compress(y, gain, ctx_y)
+            with _timed(timings, "synthesis"):
+                l_hat = self.intra_synthesis(y_hat, size) if t == 0 else self.inter_synthesis(y_hat, size, f)
+                contexts.append(self.context_extractor(l_hat))
             out.frames.append(strings)
             frames_hat.append(l_hat)
-            contexts.append(self.context_extractor(l_hat))
         return out, torch.stack(frames_hat, 2), torch.stack(contexts, 2)
 
     @torch.no_grad()
-    def decompress(self, data: CompressedLatents) -> tuple[torch.Tensor, torch.Tensor]:
+    def decompress(
+        self, data: CompressedLatents, timings: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Streams → (latents_hat (1, C, F, h, w), contexts (1, C_ctx, F, h, w)), bit-exact with compress."""
         size, ysz = data.size, self.y_size(data.size)
         gain = self.gain(data.quality)
         frames_hat, contexts = [], []
         for t, strings in enumerate(data.frames):
-            if t == 0:
-                y_hat = self.intra_entropy.decompress(strings, ysz, gain)
-                l_hat = self.intra_synthesis(y_hat, size)
-            else:
-                f = contexts[-1]
-                y_hat = self.inter_entropy.decompress(strings, ysz, gain, self.context_to_y(f))
-                l_hat = self.inter_synthesis(y_hat, size, f)
+            f = contexts[-1] if t else None
+            with _timed(timings, "entropy_decode"):
+                ctx_y = None if t == 0 else self.context_to_y(f)
+                entropy = self.intra_entropy if t == 0 else self.inter_entropy
+                y_hat = entropy.decompress(strings, ysz, gain, ctx_y)
+            with _timed(timings, "synthesis"):
+                l_hat = self.intra_synthesis(y_hat, size) if t == 0 else self.inter_synthesis(y_hat, size, f)
+                contexts.append(self.context_extractor(l_hat))
             frames_hat.append(l_hat)
-            contexts.append(self.context_extractor(l_hat))
         return torch.stack(frames_hat, 2), torch.stack(contexts, 2)

@@ -148,7 +148,9 @@ def check_model_matches(model: GnvcModel, header: Header) -> None:
             f"{model.weights_hash.hex()}; decode with the model directory it was encoded with"
         )
     if header.quality >= model.codec.num_qualities:
-        raise BitstreamError(f"quality index {header.quality} is outside this model's 0..{model.codec.num_qualities - 1}")
+        raise BitstreamError(
+            f"quality index {header.quality} is outside this model's 0..{model.codec.num_qualities - 1}"
+        )
 
 
 def decode_latents(model: GnvcModel, bs: Bitstream, gi: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,9 +168,7 @@ def decode_latents(model: GnvcModel, bs: Bitstream, gi: int) -> tuple[torch.Tens
 
 
 @torch.no_grad()
-def decode_video(
-    model: GnvcModel, data: bytes, *, steps: int | None = None, progress: bool = False
-) -> Video:
+def decode_video(model: GnvcModel, data: bytes, *, steps: int | None = None, progress: bool = False) -> Video:
     """Decode ``.gnvc`` bytes to a video; ``steps`` overrides the header's refinement steps (0 = none)."""
     bs = read_bitstream(data)
     h = bs.header

@@ -211,7 +211,10 @@ def write_png_folder(path: Path, video: Video) -> None:
 def write_y4m(path: Path, video: Video) -> None:
     fps = video.fps
     with open(path, "wb") as f:
-        f.write(b"%s W%d H%d F%d:%d Ip A1:1 C420jpeg\n" % (Y4M_MAGIC, video.width, video.height, fps.numerator, fps.denominator))
+        f.write(
+            b"%s W%d H%d F%d:%d Ip A1:1 C420jpeg\n"
+            % (Y4M_MAGIC, video.width, video.height, fps.numerator, fps.denominator)
+        )
         for frame in video.frames:
             y, u, v = rgb_to_yuv420(frame)
             f.write(b"FRAME\n")

@@ -34,7 +34,7 @@ INDEX_NAME = "model_index.json"
 DEFAULT_MODELS_ROOT = Path("models")
 
 
-def _hash_module(h: "hashlib._Hash", name: str, module: nn.Module) -> None:
+def _hash_module(h: hashlib._Hash, name: str, module: nn.Module) -> None:
     h.update(name.encode())
     for key, value in sorted(module.state_dict().items()):
         t = value.detach().cpu().contiguous()
@@ -45,7 +45,9 @@ def _hash_module(h: "hashlib._Hash", name: str, module: nn.Module) -> None:
 class GnvcModel(nn.Module):
     """The VAE, the latent codec and (optionally) the refiner of one profile."""
 
-    def __init__(self, profile: dict[str, Any], vae: VideoVAE, codec: ContextualLatentCodec, refiner: nn.Module | None = None):
+    def __init__(
+        self, profile: dict[str, Any], vae: VideoVAE, codec: ContextualLatentCodec, refiner: nn.Module | None = None
+    ):
         super().__init__()
         validate_profile(profile)
         self.profile = profile

@@ -84,7 +84,9 @@ class VideoVAE(nn.Module):
         if (t - 1) % TEMPORAL_FACTOR or h % PAD_MULTIPLE or w % PAD_MULTIPLE:
             raise InputError(f"VAE input needs 1+4k frames and sides that are multiples of 16, got T={t}, {w}x{h}")
 
-    def encode(self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode(
+        self, x: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Pixels → normalised latents (the posterior mean unless ``sample``)."""
         self.check_geometry(x)
         dist = self.vae.encode(x).latent_dist

@@ -86,15 +86,21 @@ def test_cli_errors_are_one_clear_line(capsys, tmp_path, tiny_model_dir, small_s
 
     notvideo = tmp_path / "notes.mp4"
     notvideo.write_text("this is not a video")
-    code, _, err = _cli(capsys, "encode", str(notvideo), "-o", str(tmp_path / "x.gnvc"), "--weights", str(tiny_model_dir))
+    code, _, err = _cli(
+        capsys, "encode", str(notvideo), "-o", str(tmp_path / "x.gnvc"), "--weights", str(tiny_model_dir)
+    )
     assert code == 2 and "not a video file" in err
 
     raw = tmp_path / "clip.yuv"
     raw.write_bytes(bytes(32 * 32 * 3 // 2 * 2 + 7))
-    code, _, err = _cli(capsys, "encode", str(raw), "-o", str(tmp_path / "x.gnvc"), "--size", "32x32", "--weights", str(tiny_model_dir))
+    code, _, err = _cli(
+        capsys, "encode", str(raw), "-o", str(tmp_path / "x.gnvc"), "--size", "32x32", "--weights", str(tiny_model_dir)
+    )
     assert code == 2 and "check --size" in err
 
-    code, _, err = _cli(capsys, "encode", str(raw), "-o", str(tmp_path / "x.gnvc"), "--weights", str(tmp_path / "nowhere"))
+    code, _, err = _cli(
+        capsys, "encode", str(raw), "-o", str(tmp_path / "x.gnvc"), "--weights", str(tmp_path / "nowhere")
+    )
     assert code == 2 and "not a gnvc model directory" in err
 
     empty = tmp_path / "empty"
