@@ -36,6 +36,10 @@ def _register() -> None:
 
     cli.add_command(data)
     cli.add_command(stage)
+    from gnvc.cli.evaluate import evaluate, metrics
+
+    cli.add_command(metrics)
+    cli.add_command(evaluate)  # "gnvc eval"
 
 
 _register()

@@ -91,9 +91,7 @@ class ContextAdapter(nn.Module):
         self.detach()
         blocks = transformer.blocks
         if len(blocks) != self.config["num_layers"]:
-            raise ValueError(
-                f"adapter built for {self.config['num_layers']} blocks, the DiT has {len(blocks)}"
-            )
+            raise ValueError(f"adapter built for {self.config['num_layers']} blocks, the DiT has {len(blocks)}")
         for i, block in enumerate(blocks):
             self._handles.append(block.register_forward_hook(self._make_hook(i)))
 

@@ -57,9 +57,7 @@ def target_velocity(x1: torch.Tensor, x0: torch.Tensor, x_c: torch.Tensor, t_n: 
     return (x1 - x0) - (t_n / (1 - t_n)) * (x_c - x1)
 
 
-def straight_path(
-    x_start: torch.Tensor, v: torch.Tensor, t_n: float, tau: torch.Tensor | float
-) -> torch.Tensor:
+def straight_path(x_start: torch.Tensor, v: torch.Tensor, t_n: float, tau: torch.Tensor | float) -> torch.Tensor:
     """The point at time τ ∈ [tN, 1] on the straight path x_{tN} + (τ − tN)·v."""
     tb = _bcast(expand_t(tau, x_start), x_start)
     return x_start + (tb - t_n) * v

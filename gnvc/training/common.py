@@ -1,0 +1,178 @@
+"""What the training stages share: reading their params section, paths, data streams, crops, saving.
+
+Every stage's ``run(params)`` gets the whole ``params.yaml`` (top-level ``profile`` and ``seed``,
+and its own section). Path values may contain ``{profile}``, filled with the profile name, so one
+``params.yaml`` serves every profile.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gnvc.errors import ConfigError, WeightsError
+from gnvc.models.model_dir import GnvcModel
+from gnvc.training.runner import TrainConfig, Trainer, fingerprint
+
+DEFAULT_CLIPS_MANIFEST = "data/clips/manifest.json"
+DEFAULT_LATENTS_MANIFEST = "data/latents/manifest.json"
+
+
+def stage_section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The stage's section, with ``seed``/``profile`` inherited from the top level when absent."""
+    if name not in params or not isinstance(params[name], dict):
+        raise ConfigError(f"params.yaml has no '{name}:' section")
+    section = copy.deepcopy(params[name])
+    section.setdefault("seed", int(params.get("seed", 0)))
+    return section
+
+
+def profile_name(params: dict[str, Any]) -> str:
+    return str(params.get("profile", "tiny"))
+
+
+def stage_path(params: dict[str, Any], section: dict[str, Any], key: str, default: str) -> Path:
+    """A path from the section (or the default), with ``{profile}`` filled in."""
+    return Path(str(section.get(key) or default).format(profile=profile_name(params)))
+
+
+def import_required(params: dict[str, Any], section: dict[str, Any]) -> bool:
+    """Whether this profile imports user weights instead of training (``import_profiles`` in params)."""
+    return profile_name(params) in list(section.get("import_profiles") or [])
+
+
+def load_previous(path: Path, stage: str) -> GnvcModel:
+    """The model directory the previous stage wrote, with a message that says which stage to run."""
+    try:
+        return GnvcModel.from_pretrained(path)
+    except WeightsError as e:
+        raise WeightsError(f"stage {stage!r} needs the previous stage's model directory: {e}") from None
+
+
+def make_trainer(
+    name: str,
+    params: dict[str, Any],
+    section: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    parameters: list[torch.nn.Parameter],
+) -> Trainer:
+    """A :class:`Trainer` whose checkpoints resume only into the same profile and section."""
+    cfg = TrainConfig.from_params(section)
+    run_dir = stage_path(params, section, "run_dir", f"build/{{profile}}/runs/{name}")
+    log_dir = stage_path(params, section, "log_dir", f"reports/train/{name}")
+    fp = fingerprint({"profile": profile_name(params), "section": section})
+    return Trainer(name, modules, parameters, cfg, run_dir=run_dir, log_dir=log_dir, config_fingerprint=fp)
+
+
+def random_crop(x: torch.Tensor, size: tuple[int, int] | list[int] | None, generator: torch.Generator) -> torch.Tensor:
+    """A random spatial crop of (B, C, T, H, W) to ``size`` (h, w), the same window for the batch.
+
+    Drawn from the runner's generator so a resumed run crops identically.
+    """
+    if not size:
+        return x
+    ch, cw = int(size[0]), int(size[1])
+    h, w = x.shape[-2:]
+    if ch > h or cw > w:
+        raise ConfigError(f"crop {ch}x{cw} is larger than the data ({h}x{w})")
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    return x[..., top : top + ch, left : left + cw]
+
+
+def clip_stream_factory(
+    manifest: Path, batch_size: int, seed: int, frames: int | None, crop: list[int] | None, split: str = "train"
+) -> Any:
+    """A factory of pixel clip batches (B, 3, T, H, W) in [-1, 1]: random ``frames``-long windows
+    and random ``crop`` (h, w) windows, drawn by the shard reader from ``seed`` (so a restarted
+    factory yields the same batches, which is what resume relies on)."""
+    from gnvc.data.shards import iter_clip_batches
+
+    if not manifest.is_file():
+        raise ConfigError(f"{manifest}: no clip manifest; run the prepare stage first (`dvc repro prepare`)")
+
+    def factory() -> Iterator[torch.Tensor]:
+        return iter_clip_batches(
+            manifest, batch_size, seed, shuffle=True, repeat=True, crop=list(crop) if crop else None,
+            frames=frames, split=split,
+        )  # fmt: skip
+
+    return factory
+
+
+def latent_stream_factory(manifest: Path, batch_size: int, seed: int, frames: int | None) -> Any:
+    """A factory of latent batches (B, 16, F, h, w), optionally cut to ``frames`` latent frames."""
+    from gnvc.data.shards import iter_latent_batches
+
+    if not manifest.is_file():
+        raise ConfigError(f"{manifest}: no latent manifest; run the latents stage first (`dvc repro latents`)")
+
+    def factory() -> Iterator[torch.Tensor]:
+        for batch in iter_latent_batches(manifest, batch_size, seed, shuffle=True, repeat=True):
+            yield batch[:, :, :frames] if frames else batch
+
+    return factory
+
+
+def finish_model(model: GnvcModel, output: Path) -> str:
+    """Fold LoRA in, rebuild the entropy tables, and write a complete model directory."""
+    if model.refiner is not None:
+        model.refiner.merge_lora()
+        model.refiner.checkpoint_steps = False
+    model.codec.update(force=True)
+    model.invalidate_hash()
+    model.cpu().eval()
+    model.save_pretrained(output)
+    return model.weights_hash.hex()
+
+
+def stage_result(trainer: Trainer, last: dict[str, float], model: GnvcModel, output: Path, t0: float) -> dict[str, Any]:
+    """Save the trained model (:func:`finish_model`) and return the stage's metrics."""
+    weights_hash = finish_model(model, output)
+    return {
+        **{f"train_{k}": v for k, v in last.items()},
+        "steps": trainer.step,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "weights_hash": weights_hash,
+    }
+
+
+def codec_refiner_parameters(model: GnvcModel, section: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameter groups Stage I/II train: the codec, the adapter, and the DiT as ``dit_tuning`` says.
+
+    The VAE stays frozen (DESIGN §1). ``dit_tuning``: ``frozen`` (default: the DiT is the prior,
+    the adapter learns Δv_fine), ``lora`` (peft LoRA on the attention projections, merged into
+    plain weights when saved) or ``full``. The factorized prior's quantiles (trained only by the
+    auxiliary loss) get their own group at ``aux_lr`` without weight decay, as CompressAI's
+    separate auxiliary optimizer would: they must travel several units from their initial range
+    within a CPU-sized budget, and Adam moves a parameter about ``lr`` per step.
+    """
+    if model.refiner is None:
+        raise ConfigError(f"profile {model.name!r} has no refiner; Stage I/II train the codec with the refiner")
+    if model.refiner.adapter is None:
+        raise ConfigError("the refiner has no adapter (profile refiner.adapter); nothing conditions it on the codec")
+    model.vae.requires_grad_(False)
+    model.codec.requires_grad_(True)
+    refiner_params = model.refiner.set_tuning(str(section.get("dit_tuning", "frozen")), section.get("lora"))
+    named = list(model.codec.named_parameters())
+    quantiles = [p for n, p in named if n.endswith("quantiles")]
+    main = [p for n, p in named if not n.endswith("quantiles")] + refiner_params
+    groups: list[dict[str, Any]] = [{"params": main}]
+    if quantiles:
+        groups.append({"params": quantiles, "lr": float(section.get("aux_lr", 1e-2)), "weight_decay": 0.0})
+    return groups
+
+
+def quality_lambdas(section: dict[str, Any], num_qualities: int) -> torch.Tensor:
+    """λ per quality index (distortion weight against the rate in bits per pixel), increasing."""
+    lambdas = [float(v) for v in section.get("lambdas", [])]
+    if len(lambdas) != num_qualities:
+        raise ConfigError(f"'lambdas' needs one value per quality index ({num_qualities}), got {len(lambdas)}")
+    if any(b <= a for a, b in zip(lambdas, lambdas[1:], strict=False)):
+        raise ConfigError("'lambdas' must increase with the quality index (higher index, higher rate)")
+    return torch.tensor(lambdas)

@@ -1,0 +1,432 @@
+"""The training runner shared by the four trainings (VAE, DiT prior, Stage I, Stage II).
+
+One loop for all of them, so checkpointing, resume, mixed precision, gradient accumulation,
+progress and logging behave the same everywhere. A training supplies its trainable modules, its
+parameters and a ``step_fn(trainer) -> {name: scalar tensor}`` returning one micro-batch's losses
+(the key ``loss`` is back-propagated); the runner does the rest:
+
+- **Checkpoints** (``run_dir/step-NNNNNNN/``): one ``state.safetensors`` with the trainable
+  weights and buffers of every module, the optimizer's tensors and all RNG states (torch CPU and
+  CUDA, the runner's own generator), plus ``trainer.json`` with the step, the scheduler and
+  optimizer hyper-parameters, Python/NumPy RNG states and how many items each data stream has
+  consumed. Written to a temporary directory and renamed, so a crash never leaves half a
+  checkpoint; the last ``keep_checkpoints`` are kept.
+- **Resume**: when ``run_dir`` holds a checkpoint written with the same config fingerprint, the
+  run continues from it: weights, optimizer, scheduler, RNG and data positions are restored, so
+  N steps straight and N/2 + resume + N/2 give identical weights (on CPU). A checkpoint of a
+  different config is ignored (and reported), never silently mixed in.
+- **Mixed precision**: bf16 autocast on CUDA when ``amp`` (no loss scaling needed for bf16);
+  float32 on CPU. **Gradient accumulation** over ``grad_accum`` micro-batches.
+- **Logging**: ``log_dir/metrics.tsv`` (one row per logged step, the format ``dvc plots`` reads),
+  ``log_dir/summary.json`` (final metrics, for ``dvc metrics``) and ``log_dir/loss.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from gnvc.errors import ConfigError
+
+STATE_NAME = "state.safetensors"
+META_NAME = "trainer.json"
+
+
+@dataclass
+class TrainConfig:
+    """The knobs every training shares (a stage's ``params.yaml`` section feeds it)."""
+
+    steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    amp: bool = True  # bf16 autocast, CUDA only
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    resume: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
+        """Pick the known keys out of a stage's params section (the rest belongs to the stage)."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in params.items() if k in known}
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        cfg = cls(**kwargs)
+        if cfg.steps < 1 or cfg.grad_accum < 1:
+            raise ConfigError(f"steps and grad_accum must be ≥ 1, got {cfg.steps}, {cfg.grad_accum}")
+        if cfg.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+        return cfg
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fingerprint(obj: Any) -> str:
+    """A short hash of a JSON-able config: a checkpoint resumes only into the config that wrote it."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class DataStream:
+    """An iterator that counts what it hands out, so a resumed run can fast-forward to the same item."""
+
+    def __init__(self, factory: Callable[[], Iterator[Any]], skip: int = 0) -> None:
+        self._factory = factory
+        self._it = factory()
+        self.consumed = 0
+        for _ in range(skip):
+            self.next()
+
+    def next(self) -> Any:
+        try:
+            item = next(self._it)
+        except StopIteration:  # a finite stream restarts (deterministically: same factory)
+            self._it = self._factory()
+            item = next(self._it)
+        self.consumed += 1
+        return item
+
+    __next__ = next
+
+    def __iter__(self) -> DataStream:
+        return self
+
+
+def _trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that train plus persistent buffers: what changes during this training."""
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    state = module.state_dict()
+    buffers = {n for n, _ in module.named_buffers()}
+    return {k: v for k, v in state.items() if k in trainable or k in buffers}
+
+
+class Trainer:
+    """Runs ``cfg.steps`` optimisation steps of ``step_fn`` with checkpoints, resume and logging."""
+
+    def __init__(
+        self,
+        name: str,
+        modules: dict[str, nn.Module],
+        parameters: list[nn.Parameter] | list[dict[str, Any]],
+        cfg: TrainConfig,
+        *,
+        run_dir: str | Path,
+        log_dir: str | Path | None = None,
+        config_fingerprint: str = "",
+    ) -> None:
+        self.name = name
+        self.modules = modules
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.device = resolve_device(cfg.device)
+        self.fingerprint = config_fingerprint or fingerprint(asdict(cfg))
+        params = list(parameters)
+        if not params:
+            raise ConfigError(f"{name}: nothing to train (no parameter requires grad)")
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        self.step = 0
+        self.streams: dict[str, DataStream] = {}
+        self._skip: dict[str, int] = {}
+        self.history: list[dict[str, float]] = []
+        self.resumed_from: int | None = None
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        if cfg.resume:
+            self._try_resume()
+
+    # ------------------------------------------------------------------ helpers for step functions
+    def _lr_factor(self, step: int) -> float:
+        c = self.cfg
+        if c.warmup_steps and step < c.warmup_steps:
+            return (step + 1) / c.warmup_steps
+        if c.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps))
+        return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def stream(self, name: str, factory: Callable[[], Iterator[Any]]) -> DataStream:
+        """A named, resumable data stream (fast-forwarded to where the checkpoint left it)."""
+        if name not in self.streams:
+            self.streams[name] = DataStream(factory, skip=self._skip.get(name, 0))
+        return self.streams[name]
+
+    def autocast(self) -> Any:
+        """bf16 autocast on CUDA when enabled; a no-op context on the CPU (float32 there)."""
+        enabled = self.cfg.amp and self.device.type == "cuda"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def randn(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Training noise from the runner's generator (so it is part of the checkpointed state)."""
+        return torch.randn(tuple(shape), generator=self.generator, dtype=dtype).to(self.device)
+
+    def rand(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        return torch.rand(tuple(shape), generator=self.generator).to(self.device)
+
+    def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, step_fn: Callable[[Trainer], dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Train until ``cfg.steps``; returns the mean of each logged quantity over the last log window."""
+        cfg = self.cfg
+        for m in self.modules.values():
+            m.train()
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            desc=self.name,
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        window: dict[str, list[float]] = {}
+        last: dict[str, float] = {}
+        t_start = time.perf_counter()
+        while self.step < cfg.steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for _ in range(cfg.grad_accum):
+                with self.autocast():
+                    losses = step_fn(self)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{self.name}: non-finite loss at step {self.step}: {loss.item()}")
+                (loss / cfg.grad_accum).backward()
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+            if cfg.grad_clip > 0:
+                # Per parameter group: a group with its own objective (the entropy models' quantiles
+                # and their auxiliary loss) must not shrink the main group's gradients.
+                groups = self.optimizer.param_groups
+                norms = [torch.nn.utils.clip_grad_norm_(g["params"], cfg.grad_clip) for g in groups]
+                sums["grad_norm"] = float(norms[0])
+            sums["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            for k, v in sums.items():
+                window.setdefault(k, []).append(v)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss']:.4g}")
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                self._log(last, time.perf_counter() - t_start)
+                window = {}
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        self.save_checkpoint()
+        for m in self.modules.values():
+            m.eval()
+        self._write_summary(last)
+        return last
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, row: dict[str, float], seconds: float) -> None:
+        entry = {"step": float(self.step), **row, "seconds": seconds}
+        self.history.append(entry)
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        tsv = self.log_dir / "metrics.tsv"
+        rows = self._read_tsv(tsv)
+        rows = [r for r in rows if r.get("step", 0) < self.step]  # a resumed run overwrites its future
+        rows.append(entry)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        lines = ["\t".join(keys)] + ["\t".join(_fmt(r.get(k)) for k in keys) for r in rows]
+        tsv.write_text("\n".join(lines) + "\n")
+
+    @staticmethod
+    def _read_tsv(path: Path) -> list[dict[str, float]]:
+        if not path.is_file():
+            return []
+        lines = path.read_text().splitlines()
+        if not lines:
+            return []
+        head = lines[0].split("\t")
+        out = []
+        for line in lines[1:]:
+            vals = line.split("\t")
+            out.append({k: float(v) for k, v in zip(head, vals, strict=False) if v != ""})
+        return out
+
+    def _write_summary(self, last: dict[str, float]) -> None:
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        summary = {"step": self.step, **{k: round(v, 6) for k, v in last.items()}}
+        (self.log_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        rows = self._read_tsv(self.log_dir / "metrics.tsv")
+        if rows:
+            plot_losses(rows, self.log_dir / "loss.png", title=self.name)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoints(self) -> list[Path]:
+        if not self.run_dir.is_dir():
+            return []
+        return sorted(p for p in self.run_dir.glob("step-*") if (p / META_NAME).is_file())
+
+    def save_checkpoint(self) -> Path:
+        """Write ``run_dir/step-NNNNNNN`` atomically and prune old checkpoints."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        for mname, module in self.modules.items():
+            for k, v in _trainable_state(module).items():
+                tensors[f"model.{mname}.{k}"] = v.detach().contiguous().cpu()
+        opt = self.optimizer.state_dict()
+        opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
+        for pid, st in opt["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim.{pid}.{k}"] = v.detach().contiguous().cpu()
+                else:
+                    opt_meta["state"].setdefault(str(pid), {})[k] = v
+            opt_meta["state"].setdefault(str(pid), {})
+        tensors["rng.torch_cpu"] = torch.get_rng_state()
+        tensors["rng.generator"] = self.generator.get_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        np_state = np.random.get_state()
+        meta = {
+            "name": self.name,
+            "step": self.step,
+            "fingerprint": self.fingerprint,
+            "optimizer": opt_meta,
+            "scheduler": self.scheduler.state_dict(),
+            "streams": {k: s.consumed for k, s in self.streams.items()},
+            "rng_python": _jsonable(random.getstate()),
+            "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "history": self.history,
+        }
+        final = self.run_dir / f"step-{self.step:07d}"
+        tmp = self.run_dir / f".tmp-step-{self.step:07d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / STATE_NAME))
+        (tmp / META_NAME).write_text(json.dumps(meta) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in self._checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _try_resume(self) -> None:
+        for ckpt in reversed(self._checkpoints()):
+            meta = json.loads((ckpt / META_NAME).read_text())
+            if meta.get("fingerprint") != self.fingerprint:
+                tqdm.write(f"{self.name}: ignoring {ckpt} (written by a different config)")
+                continue
+            self.load_checkpoint(ckpt)
+            return
+
+    def load_checkpoint(self, ckpt: str | Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG and data positions from a checkpoint."""
+        ckpt = Path(ckpt)
+        meta = json.loads((ckpt / META_NAME).read_text())
+        tensors = load_file(str(ckpt / STATE_NAME))
+        for mname, module in self.modules.items():
+            prefix = f"model.{mname}."
+            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            expected = set(_trainable_state(module))
+            if set(state) != expected:
+                raise ConfigError(f"{ckpt}: checkpoint of {mname!r} does not match the model being trained")
+            missing_ok = module.load_state_dict(state, strict=False)
+            if missing_ok.unexpected_keys:
+                raise ConfigError(f"{ckpt}: unexpected keys {missing_ok.unexpected_keys[:3]}")
+        opt_meta = meta["optimizer"]
+        opt_state: dict[int, dict[str, Any]] = {}
+        for pid, extra in opt_meta["state"].items():
+            opt_state[int(pid)] = dict(extra)
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                opt_state.setdefault(int(pid), {})[name] = v
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": opt_meta["param_groups"]})
+        self.scheduler.load_state_dict(meta["scheduler"])
+        torch.set_rng_state(tensors["rng.torch_cpu"])
+        self.generator.set_state(tensors["rng.generator"])
+        if torch.cuda.is_available():
+            states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+            if len(states) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states)
+        random.setstate(_tuplify(meta["rng_python"]))
+        n = meta["rng_numpy"]
+        np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+        self.step = int(meta["step"])
+        self._skip = {k: int(v) for k, v in meta["streams"].items()}
+        self.streams = {}
+        self.history = list(meta.get("history", []))
+        self.resumed_from = self.step
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return ""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.6g}"
+
+
+def _jsonable(obj: Any) -> Any:
+    return [_jsonable(o) for o in obj] if isinstance(obj, (tuple, list)) else obj
+
+
+def _tuplify(obj: Any) -> Any:
+    return tuple(_tuplify(o) for o in obj) if isinstance(obj, list) else obj
+
+
+def plot_losses(rows: list[dict[str, float]], path: Path, *, title: str) -> None:
+    """A PNG of every loss-like column against the step (``dvc plots`` HTML needs a CDN; PNGs don't)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    skip = {"step", "seconds", "lr", "grad_norm"}
+    keys = [k for k in rows[-1] if k not in skip]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = [r["step"] for r in rows]
+    positive = True
+    for k in keys:
+        vals = [r.get(k, float("nan")) for r in rows]
+        positive &= all(v > 0 for v in vals if not math.isnan(v))
+        ax.plot(steps, vals, label=k)
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

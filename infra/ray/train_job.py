@@ -1,0 +1,113 @@
+"""Entry point for ``ray job submit``: the pipeline's stages on a Ray cluster, without Prefect.
+
+    ray job submit --address http://HEAD:8265 --working-dir . \
+        --runtime-env-json '{"excludes": [".git", ".venv", "data", "build", "models", "reports"]}' \
+        -- python infra/ray/train_job.py --workdir /mnt/shared/gnvc --stages vae,latents,prior,stage1,stage2 \
+           --train-gpus 1 --publish
+
+Each stage is a Ray task (training stages with ``--train-gpus`` GPUs and ``--train-cpus`` CPUs,
+retried ``--retries`` times on a lost worker); ``latents`` is one task per clip shard. ``--workdir``
+is where ``params.yaml``'s relative paths (data/, build/, models/) live: a filesystem every node
+mounts, since the job's own working directory is a temporary copy. ``--publish`` puts the data
+and the final model into the artifact store (``storage:`` in params.yaml, or ``--store``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+TRAINING_STAGES = ("vae", "prior", "stage1", "stage2")
+
+
+def _run_stage(name: str, params: dict[str, Any], workdir: str, threads: int) -> dict[str, Any]:
+    from gnvc.stages.runner import run_stage
+
+    os.chdir(workdir)
+    if threads > 0:
+        os.environ["GNVC_NUM_THREADS"] = str(threads)
+    return run_stage(name, params)
+
+
+def _encode_shard(job: Any) -> dict[str, Any]:
+    from gnvc.data.latents import encode_shard
+
+    return encode_shard(job)
+
+
+def _publish(storage: dict[str, Any], local: str, key: str) -> str:
+    from gnvc.storage import store_from_params
+
+    store = store_from_params(storage)
+    store.put_dir(local, key)
+    return f"{store.url}/{key}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Run gnvc pipeline stages as Ray tasks (for `ray job submit`).")
+    ap.add_argument("--workdir", default=os.getcwd(), help="directory params.yaml's relative paths refer to")
+    ap.add_argument("--params", default="params.yaml", help="parameter file (relative to --workdir)")
+    ap.add_argument("--stages", default="vae,latents,prior,stage1,stage2")
+    ap.add_argument("--address", default="auto", help="Ray address (default: the cluster of `ray job submit`)")
+    ap.add_argument("--train-gpus", type=float, default=1.0)
+    ap.add_argument("--train-cpus", type=float, default=4.0)
+    ap.add_argument("--shard-cpus", type=float, default=1.0)
+    ap.add_argument("--shard-gpus", type=float, default=0.0)
+    ap.add_argument("--retries", type=int, default=2, help="re-runs of a task whose worker died")
+    ap.add_argument("--publish", action="store_true")
+    ap.add_argument("--store", default=None, help="artifact store URL (overrides storage.url)")
+    a = ap.parse_args(argv)
+
+    import ray
+
+    from flows.pipeline import artifact_keys
+    from gnvc.data.latents import abort_latents, finalize_latents, plan_latents
+    from gnvc.stages import STAGES
+    from gnvc.stages.runner import load_params, record_metrics
+
+    workdir = str(Path(a.workdir).resolve())
+    os.chdir(workdir)
+    params = load_params(a.params)
+    if a.store:
+        params.setdefault("storage", {})["url"] = a.store
+    stages = [s for s in STAGES if s in {x.strip() for x in a.stages.split(",")}]
+    ray.init(address=a.address)
+    run_stage = ray.remote(max_retries=a.retries)(_run_stage)
+    encode = ray.remote(max_retries=a.retries)(_encode_shard)
+    results: dict[str, Any] = {}
+    for name in stages:
+        t0 = time.perf_counter()
+        if name == "latents":
+            plan = plan_latents(params.get("latents") or {}, profile=str(params.get("profile", "tiny")))
+            try:
+                refs = [encode.options(num_cpus=a.shard_cpus, num_gpus=a.shard_gpus).remote(j) for j in plan.jobs]
+                shard_results = ray.get(refs)
+            except BaseException:
+                abort_latents(plan)
+                raise
+            results[name] = record_metrics(name, finalize_latents(plan, shard_results), time.perf_counter() - t0)
+        else:
+            training = name in TRAINING_STAGES
+            opts = {"num_cpus": a.train_cpus if training else 1, "num_gpus": a.train_gpus if training else 0}
+            threads = int(a.train_cpus) if training else 1
+            results[name] = ray.get(run_stage.options(**opts).remote(name, params, workdir, threads))
+        print(f"stage {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    if a.publish:
+        publish = ray.remote(max_retries=a.retries)(_publish)
+        keys = artifact_keys(params, stages, f"job-{int(time.time())}")
+        results["published"] = ray.get([publish.remote(params.get("storage") or {}, d, k) for d, k in keys])
+    json.dump(results, sys.stdout, indent=2, default=str)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Runs the Ray tests (marked ``ray``) in a fresh network namespace that has only loopback.
+
+Ray binds the machine's external address and probes outside hosts; tests here may only talk to
+127.0.0.1. When pytest itself runs outside such a namespace (the usual case), this test starts a
+child pytest inside one (root needed, as in CI) and fails with its output if any Ray test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from flows.netns import can_isolate, only_loopback, run_isolated
+
+from .conftest import REPO
+
+
+def test_ray_tests_in_a_loopback_only_namespace() -> None:
+    if only_loopback():
+        pytest.skip("already isolated: the ray tests run directly in this session")
+    if not can_isolate():
+        pytest.skip("a loopback-only network namespace needs Linux and root (CI has both)")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "ray", "tests/pipeline/test_flows.py"]
+    proc = run_isolated(cmd, cwd=str(REPO), env=dict(os.environ), timeout=600)
+    tail = proc.stdout[-6000:]
+    assert proc.returncode == 0, f"ray tests failed in the isolated namespace:\n{tail}"
+    assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail

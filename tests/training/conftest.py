@@ -1,0 +1,49 @@
+"""Fixtures of the training tests: tiny models of the real classes, built in a fraction of a second."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from ..refiner.conftest import TINY_REFINER as _REFINER
+from ..refiner.conftest import _one_thread  # noqa: F401  (one torch thread here too)
+
+# The refiner tests' tiny DiT, with the adapter reading this profile's 16 context channels.
+TINY_REFINER: dict[str, Any] = {**copy.deepcopy(_REFINER), "adapter": {**_REFINER["adapter"], "context_channels": 16}}
+
+# A profile small enough for optimisation tests on the CPU (the real classes, small widths).
+TEST_PROFILE: dict[str, Any] = {
+    "name": "tiny",
+    "vae": {
+        "base_dim": 8,
+        "z_dim": 16,
+        "dim_mult": [1, 2, 2, 2],
+        "num_res_blocks": 1,
+        "temperal_downsample": [False, True, True],
+        "latents_mean": [0.0] * 16,
+        "latents_std": [1.0] * 16,
+    },
+    "codec": {
+        "latent_channels": 16,
+        "channels": 32,
+        "y_channels": 16,
+        "z_channels": 16,
+        "context_channels": 16,
+        "num_qualities": 3,
+        "gain_range": [-1.0, 1.0],
+    },
+    "coding": {"gop_frames": 9, "t_n": 0.7, "steps": 3},
+    "refiner": TINY_REFINER,
+}
+
+
+@pytest.fixture
+def refiner_cfg() -> dict[str, Any]:
+    return copy.deepcopy(TINY_REFINER)
+
+
+@pytest.fixture
+def test_profile() -> dict[str, Any]:
+    return copy.deepcopy(TEST_PROFILE)

@@ -1,0 +1,136 @@
+"""The shared runner: resume is exact, checkpoints are complete, logs are what `dvc plots` reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from gnvc.refiner import Refiner
+from gnvc.training.losses import flow_matching_loss
+from gnvc.training.runner import STATE_NAME, TrainConfig, Trainer
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _latent_batches(seed: int) -> Iterator[torch.Tensor]:
+    """A deterministic stream standing in for a shard reader: same seed, same batches."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(5):  # finite: the stream must restart the same way after StopIteration
+        yield torch.randn(2, 16, 2, 4, 4, generator=g)
+
+
+def _train(
+    refiner_cfg: dict[str, Any],
+    run_dir: Path,
+    steps: int,
+    *,
+    crash_at: int | None = None,
+    log_dir: Path | None = None,
+) -> tuple[Refiner, Trainer]:
+    refiner = Refiner.from_config(refiner_cfg, seed=0)
+    params = refiner.set_tuning("full")
+    cfg = TrainConfig(
+        steps=steps,
+        lr=3e-3,
+        warmup_steps=2,
+        grad_accum=2,
+        checkpoint_every=3,
+        log_every=2,
+        seed=7,
+        progress=False,
+    )
+    trainer = Trainer("prior", {"refiner": refiner}, params, cfg, run_dir=run_dir, log_dir=log_dir)
+    stream = trainer.stream("latents", lambda: _latent_batches(3))
+
+    def step(tr: Trainer) -> dict[str, torch.Tensor]:
+        if crash_at is not None and tr.step == crash_at:
+            raise Interrupted
+        x1 = next(stream)
+        x0 = tr.randn(x1.shape)
+        t = tr.rand((x1.shape[0],))
+        loss = flow_matching_loss(refiner, x1, x0, t)
+        return {"loss": loss}
+
+    trainer.fit(step)
+    return refiner, trainer
+
+
+def test_straight_equals_interrupted_and_resumed(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    n = 8
+    straight, _ = _train(refiner_cfg, tmp_path / "a", n)
+    with pytest.raises(Interrupted):
+        _train(refiner_cfg, tmp_path / "b", n, crash_at=n // 2 + 1)  # dies in step 5; last checkpoint: 3
+    ckpts = sorted(p.name for p in (tmp_path / "b").glob("step-*"))
+    assert ckpts == ["step-0000003"]
+    resumed, trainer = _train(refiner_cfg, tmp_path / "b", n)
+    assert trainer.resumed_from == 3
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The weights did move (the comparison is not trivially true).
+    fresh = Refiner.from_config(refiner_cfg, seed=0).state_dict()
+    assert any(not torch.equal(fresh[k], a[k]) for k in a)
+
+
+def test_half_then_resume_to_full(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    """N straight vs N/2, then a new run configured for N resuming from N/2's final checkpoint."""
+    n = 6
+    straight, _ = _train(refiner_cfg, tmp_path / "a", n)
+    # Half: the same run interrupted right after its step-3 checkpoint.
+    with pytest.raises(Interrupted):
+        _train(refiner_cfg, tmp_path / "b", n, crash_at=n // 2)
+    resumed, _ = _train(refiner_cfg, tmp_path / "b", n)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_checkpoint_of_another_config_is_not_resumed(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    _train(refiner_cfg, tmp_path / "run", 3)
+    refiner = Refiner.from_config(refiner_cfg, seed=0)
+    cfg = TrainConfig(steps=3, lr=1e-2, progress=False)  # different lr: different fingerprint
+    trainer = Trainer("prior", {"refiner": refiner}, refiner.set_tuning("full"), cfg, run_dir=tmp_path / "run")
+    assert trainer.resumed_from is None and trainer.step == 0
+
+
+def test_checkpoint_contents_and_logs(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    _, trainer = _train(refiner_cfg, tmp_path / "run", 6, log_dir=tmp_path / "log")
+    last = sorted((tmp_path / "run").glob("step-*"))[-1]
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(last / STATE_NAME))
+    assert any(k.startswith("model.refiner.transformer.") for k in tensors)
+    assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)
+    assert "rng.generator" in tensors and "rng.torch_cpu" in tensors
+    meta = json.loads((last / "trainer.json").read_text())
+    assert meta["step"] == 6 and meta["streams"] == {"latents": 12}  # 6 steps × 2 accumulated micro-batches
+    assert meta["scheduler"]["last_epoch"] == 6
+    rows = (tmp_path / "log" / "metrics.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[:2] == ["step", "loss"]
+    assert [r.split("\t")[0] for r in rows[1:]] == ["2", "4", "6"]
+    summary = json.loads((tmp_path / "log" / "summary.json").read_text())
+    assert summary["step"] == 6 and summary["loss"] > 0
+    assert (tmp_path / "log" / "loss.png").stat().st_size > 1000
+
+
+def test_resumed_log_has_no_duplicate_steps(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(Interrupted):
+        _train(refiner_cfg, tmp_path / "run", 6, crash_at=5, log_dir=tmp_path / "log")
+    _train(refiner_cfg, tmp_path / "run", 6, log_dir=tmp_path / "log")
+    steps = [r.split("\t")[0] for r in (tmp_path / "log" / "metrics.tsv").read_text().splitlines()[1:]]
+    assert steps == ["2", "4", "6"]
+
+
+def test_non_finite_loss_stops_the_run(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    refiner = Refiner.from_config(refiner_cfg, seed=0)
+    cfg = TrainConfig(steps=2, progress=False)
+    trainer = Trainer("x", {"r": refiner}, refiner.set_tuning("full"), cfg, run_dir=tmp_path)
+    with pytest.raises(FloatingPointError):
+        trainer.fit(lambda tr: {"loss": torch.tensor(float("nan"), requires_grad=True)})
