@@ -33,6 +33,14 @@ def _per_anchor(items: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
+clip_weights_option = click.option(
+    "--clip-weights",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local transformers CLIP directory (enables CLIP-F).",
+)
+
+
 @click.command("metrics")
 @click.argument("ref", type=click.Path(path_type=Path))
 @click.argument("dist", type=click.Path(path_type=Path))
@@ -47,12 +55,7 @@ def _per_anchor(items: tuple[str, ...], what: str) -> dict[str, str]:
 )
 @click.option("--frames", "max_frames", type=int, default=None, help="Compare at most this many frames.")
 @click.option("--size", default=None, help="WIDTHxHEIGHT, for raw .yuv inputs.")
-@click.option(
-    "--clip-weights",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local transformers CLIP directory (enables CLIP-F).",
-)
+@clip_weights_option
 @click.option("--device", default="cpu", show_default=True, help="torch device for the network metrics.")
 def metrics(ref, dist, json_out, metric_names, max_frames, size, clip_weights, device) -> None:
     """Compare DIST with REF: PSNR, MS-SSIM, LPIPS, DISTS, E_warp (and CLIP-F with local CLIP weights)."""
@@ -108,12 +111,7 @@ def metrics(ref, dist, json_out, metric_names, max_frames, size, clip_weights, d
 )
 @click.option("--metrics", "metric_names", default=None, help="Comma-separated metrics (default: all but CLIP-F).")
 @click.option("--reference", default=None, help="Anchor the report leads with (default: vvc when evaluated).")
-@click.option(
-    "--clip-weights",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Local transformers CLIP directory (enables CLIP-F).",
-)
+@clip_weights_option
 @click.option("--device", default="cpu", show_default=True, help="torch device for gnvc and the network metrics.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes for the rate points.")
 @click.option("--no-visuals", is_flag=True, help="Skip the side-by-side frames and time slices.")

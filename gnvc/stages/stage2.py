@@ -21,8 +21,7 @@ import torch
 
 from gnvc.metrics.lpips_metric import lpips_model
 from gnvc.training.common import (
-    DEFAULT_CLIPS_MANIFEST,
-    clip_stream_factory,
+    clip_stream,
     codec_refiner_parameters,
     load_previous,
     make_trainer,
@@ -54,13 +53,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     lpips_net = lpips_model(str(section.get("lpips_net", "alex")), str(trainer.device))
     refiner.checkpoint_steps = bool(section.get("checkpoint_steps", True))
     checkpoint_decoder = bool(section.get("checkpoint_decoder", True))
-    manifest = stage_path(params, section, "clips_manifest", DEFAULT_CLIPS_MANIFEST)
-    frames = int(section.get("frames", 9))
-    crop = section.get("crop", [64, 64])
-    clips = trainer.stream(
-        "clips",
-        clip_stream_factory(manifest, int(section.get("batch_size", 2)), int(section["seed"]), frames, crop),
-    )
+    clips = clip_stream(trainer, params, section)
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
         video = next(clips).to(tr.device)

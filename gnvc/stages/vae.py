@@ -26,7 +26,8 @@ from gnvc.errors import ConfigError
 from gnvc.models.model_dir import GnvcModel
 from gnvc.models.vae import VideoVAE
 from gnvc.training.common import (
-    DEFAULT_CLIPS_MANIFEST,
+    clip_settings,
+    clip_stream,
     clip_stream_factory,
     finish_model,
     import_required,
@@ -89,13 +90,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             vae.vae.quant_conv.bias[vae.vae.config.z_dim :].fill_(float(logvar_init))
     trainer = make_trainer("vae", params, section, {"vae": vae}, list(vae.parameters()))
     vae.to(trainer.device)
-    manifest = stage_path(params, section, "clips_manifest", DEFAULT_CLIPS_MANIFEST)
-    frames = int(section.get("frames", 9))
-    crop = section.get("crop", [64, 64])
-    clips = trainer.stream(
-        "clips",
-        clip_stream_factory(manifest, int(section.get("batch_size", 2)), int(section["seed"]), frames, crop),
-    )
+    manifest, frames, crop = clip_settings(params, section)
+    clips = clip_stream(trainer, params, section)
     kl_weight = float(section.get("kl_weight", 1e-4))
     lpips_weight = float(section.get("lpips_weight", 0.1))
     recon = str(section.get("recon_loss", "l1"))

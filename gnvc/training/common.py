@@ -105,6 +105,19 @@ def clip_stream_factory(
     return factory
 
 
+def clip_settings(params: dict[str, Any], section: dict[str, Any]) -> tuple[Path, int, list[int] | None]:
+    """The clip manifest, clip length and crop of a pixel-space training (the vae and stage2 stages)."""
+    manifest = stage_path(params, section, "clips_manifest", DEFAULT_CLIPS_MANIFEST)
+    return manifest, int(section.get("frames", 9)), section.get("crop", [64, 64])
+
+
+def clip_stream(trainer: Trainer, params: dict[str, Any], section: dict[str, Any]) -> Any:
+    """The trainer's resumable ``clips`` stream of ``batch_size`` training clips (:func:`clip_settings`)."""
+    manifest, frames, crop = clip_settings(params, section)
+    factory = clip_stream_factory(manifest, int(section.get("batch_size", 2)), int(section["seed"]), frames, crop)
+    return trainer.stream("clips", factory)
+
+
 def latent_stream_factory(manifest: Path, batch_size: int, seed: int, frames: int | None) -> Any:
     """A factory of latent batches (B, 16, F, h, w), optionally cut to ``frames`` latent frames."""
     from gnvc.data.shards import iter_latent_batches

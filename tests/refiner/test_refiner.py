@@ -89,7 +89,6 @@ def test_save_load_round_trip(refiner_cfg: dict[str, Any], tmp_path: Path) -> No
 
 
 def test_lora_starts_neutral_and_merges_exactly(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
-    pytest.importorskip("peft")
     r = Refiner.from_config(refiner_cfg, seed=0).eval()
     x_c, ctx = _inputs()
     with torch.no_grad():
