@@ -1,5 +1,6 @@
-"""Codec speed per stage: VAE encode, latent analysis, entropy encode/decode, synthesis, refinement,
-VAE decode, and overall fps, at 256×256 × 17 frames (one group), on the CPU and on CUDA if present.
+"""Codec speed per stage of the real streaming encoder and decoder: VAE encode, latent coding (analysis
++ entropy encoding + the integer loop), latent decoding (entropy decoding + the integer loop),
+refinement, VAE decode, and overall fps, at 256×256 × 17 frames, on the CPU and on CUDA if present.
 
     python bench/codec_speed.py [--weights DIR] [--profile tiny] [--repeats 3] [--json bench/results/codec_speed.json]
 """
@@ -7,9 +8,9 @@ VAE decode, and overall fps, at 256×256 × 17 frames (one group), on the CPU an
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,11 @@ from rich.table import Table
 from skimage import data as skdata
 from skimage.transform import resize
 
-from gnvc.codec.latent_codec import CompressedLatents
-from gnvc.codec.video_codec import frames_to_tensor
+from gnvc.io.video import Video
 from gnvc.models.model_dir import GnvcModel
+from gnvc.videocodec import decode_stream, encode_video
 
-STAGES = ["vae_encode", "analysis", "entropy_encode", "entropy_decode", "synthesis", "refine", "vae_decode"]
+STAGES = ["vae_encode", "latent_codec", "latent_decode", "refine", "vae_decode"]
 
 
 def panning_clip(frames: int, size: int) -> np.ndarray:
@@ -37,36 +38,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-@torch.no_grad()
 def run_once(model: GnvcModel, clip: np.ndarray, device: torch.device, quality: int) -> tuple[dict[str, float], int]:
-    t: dict[str, float] = {}
-    x = frames_to_tensor(clip).to(device)
+    """One encode and one decode through the real streaming path; per-stage seconds and stream bytes."""
+    video = Video(clip, 25)
     sync(device)
-    t0 = time.perf_counter()
-    latents = model.vae.encode(x)
+    enc = encode_video(model, video, quality)
     sync(device)
-    t["vae_encode"] = time.perf_counter() - t0
-    enc_t: dict[str, float] = {}
-    compressed, _, _ = model.codec.compress(latents, quality, timings=enc_t)
-    t["analysis"] = enc_t["analysis"]
-    t["entropy_encode"] = enc_t["entropy_encode"]
-    dec_t: dict[str, float] = {}
-    received = CompressedLatents(compressed.quality, compressed.size, compressed.frames)
-    latents_hat, context = model.codec.decompress(received, timings=dec_t)
+    frames: list[np.ndarray] = []
+    dec = decode_stream(model, io.BytesIO(enc.data), frames.append)
     sync(device)
-    t["entropy_decode"] = dec_t["entropy_decode"]
-    t["synthesis"] = dec_t["synthesis"]
-    t0 = time.perf_counter()
-    if model.refiner is not None:
-        coding = model.coding
-        latents_hat = model.refiner.refine(latents_hat, context, t_n=coding["t_n"], steps=coding["steps"], seed=0)
-    sync(device)
-    t["refine"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.vae.decode(latents_hat)
-    sync(device)
-    t["vae_decode"] = time.perf_counter() - t0
-    return t, compressed.num_bytes
+    t = {k: enc.timings.get(k, 0.0) for k in ("vae_encode", "latent_codec")}
+    t.update({k: dec.timings.get(k, 0.0) for k in ("latent_decode", "refine", "vae_decode")})
+    t["encode_total"], t["decode_total"] = enc.seconds, dec.seconds
+    return t, enc.num_bytes
 
 
 def main() -> None:
@@ -91,21 +75,18 @@ def main() -> None:
         model.to(device)
         run_once(model, clip[:5], device, args.quality)  # warm-up
         runs = [run_once(model, clip, device, args.quality) for _ in range(args.repeats)]
-        med = {s: float(np.median([r[0][s] for r in runs])) for s in STAGES}
-        total = sum(med.values())
+        med = {s: float(np.median([r[0][s] for r in runs])) for s in [*STAGES, "encode_total", "decode_total"]}
         nbytes = runs[0][1]
         results.append(
             {
                 "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
-                "stages_s": med,
-                "encode_s": med["vae_encode"] + med["analysis"] + med["entropy_encode"],
-                "decode_s": med["entropy_decode"] + med["synthesis"] + med["refine"] + med["vae_decode"],
-                "total_s": total,
-                "fps_encode": args.frames / (med["vae_encode"] + med["analysis"] + med["entropy_encode"]),
-                "fps_decode": args.frames
-                / (med["entropy_decode"] + med["synthesis"] + med["refine"] + med["vae_decode"]),
-                "latent_bytes": nbytes,
-                "bpp_latents": 8 * nbytes / (args.frames * args.size * args.size),
+                "stages_s": {s: med[s] for s in STAGES},
+                "encode_s": med["encode_total"],
+                "decode_s": med["decode_total"],
+                "fps_encode": args.frames / med["encode_total"],
+                "fps_decode": args.frames / med["decode_total"],
+                "stream_bytes": nbytes,
+                "bpp": 8 * nbytes / (args.frames * args.size * args.size),
             }
         )
         model.to("cpu")

@@ -3,46 +3,85 @@
 from __future__ import annotations
 
 import json
-import time
+import sys
+from fractions import Fraction
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from gnvc.cli.options import atomic_output, refuse_same_file, weights_option
+from gnvc.cli.options import atomic_output, refuse_same_file, resolve_device, weights_option
+from gnvc.errors import InputError
 
 console = Console(stderr=True)
+
+
+device_option = click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda or cuda:N. Streams decode identically on every device (integer decoding loop).",
+)
 
 
 @click.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .gnvc file.")
-@click.option("--profile", default=None, help="Profile (tiny, small, wan2.1); default: the weights' profile.")
+@click.option("--profile", default=None, help="Profile (tiny, base, small, wan2.1); default: the weights' profile.")
 @click.option("-q", "--quality", type=int, default=2, show_default=True, help="Quality index (higher: more bits).")
 @weights_option
 @click.option("--size", default=None, help="WIDTHxHEIGHT, for raw .yuv input.")
 @click.option("--fps", type=float, default=None, help="Frame rate (raw .yuv input, or to override).")
 @click.option("--frames", "max_frames", type=int, default=None, help="Encode at most this many frames.")
-@click.option("--gop", type=int, default=None, help="Frames per independently coded group (1+4k).")
+@click.option(
+    "--intra-period",
+    type=int,
+    default=None,
+    help="Latent frames per I-latent (a seek point every 1+4(N-1) frames); default: one P-chain for the video.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Refinement noise seed written in the header.")
-@click.option("--t-n", "t_n", type=float, default=None, help="Refinement start time t_N written in the header.")
-@click.option("--steps", type=int, default=None, help="Refinement steps written in the header.")
-def encode(input_path, output, profile, quality, weights, size, fps, max_frames, gop, seed, t_n, steps) -> None:
+@click.option(
+    "--t-n", "t_n", type=float, default=None, help="Refinement start time t_N in (0, 1), written in the header."
+)
+@click.option("--steps", type=int, default=None, help="Refinement steps (0..255) written in the header.")
+@device_option
+def encode(
+    input_path, output, profile, quality, weights, size, fps, max_frames, intra_period, seed, t_n, steps, device
+):
     """Encode a video (any PyAV input, .y4m, raw .yuv, or a PNG folder) to a .gnvc file."""
-    from gnvc.codec.video_codec import encode_video
-    from gnvc.io.video import parse_size, read_video
+    from gnvc.io.stream import open_video
+    from gnvc.io.video import parse_size
     from gnvc.models.model_dir import load_model
+    from gnvc.videocodec.encoder import check_coding_options, encode_stream
 
+    check_coding_options(quality=quality, intra_period=intra_period, t_n=t_n, steps=steps)
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"--frames must be ≥ 1, got {max_frames}")
+    if output.suffix.lower() != ".gnvc":
+        raise InputError(f"{output}: the output of encode must be a .gnvc file")
     refuse_same_file(input_path, output)
-    model = load_model(weights, profile)  # first: a missing model fails before a long read
-    video = read_video(input_path, size=parse_size(size) if size else None, fps=fps, max_frames=max_frames)
-    result = encode_video(model, video, quality, gop_frames=gop, t_n=t_n, steps=steps, seed=seed, progress=True)
-    atomic_output(output, lambda p: p.write_bytes(result.data))
+    dev = resolve_device(device)
+    with open_video(input_path, size=parse_size(size) if size else None, fps=fps, max_frames=max_frames) as reader:
+        model = load_model(weights, profile).to(dev)
+        info = reader.info
+        n = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
+        box = {}
+        bar = sys.stderr.isatty()
+
+        def write(path: Path) -> None:
+            with open(path, "wb") as f:
+                box["r"] = encode_stream(
+                    model, reader, f, width=info.width, height=info.height, fps=info.fps, quality=quality,
+                    num_frames=n, intra_period=intra_period, t_n=t_n, steps=steps, seed=seed, progress=bar,
+                )  # fmt: skip
+
+        atomic_output(output, write)
+    r = box["r"]
+    h = r.header
     click.echo(
-        f"{output}: {video.num_frames} frames {video.width}x{video.height} @ {float(video.fps):.3f} fps, "
-        f"profile {model.name}, quality {quality}: {result.num_bytes} bytes, {result.bpp:.5f} bpp, "
-        f"{result.seconds:.2f} s"
+        f"{output}: {h.frames} frames {h.width}x{h.height} @ {h.fps_num / h.fps_den:.3f} fps, "
+        f"profile {model.name}, quality {quality}: {r.num_bytes} bytes, {r.bpp:.5f} bpp, {r.seconds:.2f} s"
     )
 
 
@@ -53,75 +92,87 @@ def encode(input_path, output, profile, quality, weights, size, fps, max_frames,
     "--output",
     type=click.Path(path_type=Path),
     required=True,
-    help="Output: .mp4/.mkv, .y4m, or a folder for PNGs.",
+    help="Output: .mp4/.mkv/.avi/.mov, .y4m, .yuv, or a folder for PNGs.",
 )
 @weights_option
 @click.option("--steps", type=int, default=None, help="Refinement steps (overrides the header; 0: no refinement).")
-def decode(input_path, output, weights, steps) -> None:
+@click.option("--start", type=int, default=0, show_default=True, help="First frame to decode (seeks to its I-latent).")
+@click.option("--frames", type=int, default=None, help="Decode at most this many frames.")
+@device_option
+def decode(input_path, output, weights, steps, start, frames, device) -> None:
     """Decode a .gnvc file to a video."""
-    from gnvc.codec.bitstream import read_header
-    from gnvc.codec.video_codec import decode_video
-    from gnvc.io.video import write_video
+    from gnvc.codec.container import ContainerReader
+    from gnvc.io.stream import FrameWriter, check_output_path
     from gnvc.models.model_dir import load_model
+    from gnvc.videocodec.decoder import check_range, decode_stream
+    from gnvc.videocodec.encoder import check_coding_options
 
+    check_coding_options(steps=steps)
+    if start < 0:
+        raise InputError(f"--start must be ≥ 0, got {start}")
     refuse_same_file(input_path, output)
-    if steps is not None and steps < 0:
-        raise click.BadParameter("must be ≥ 0", param_hint="--steps")
-    data = input_path.read_bytes()
-    header, _ = read_header(data)
-    model = load_model(weights, header.profile)
-    t0 = time.perf_counter()
-    video = decode_video(model, data, steps=steps, progress=True)
-    atomic_output(output, lambda p: write_video(p, video))
-    click.echo(f"{output}: {video.num_frames} frames {video.width}x{video.height}, {time.perf_counter() - t0:.2f} s")
+    check_output_path(output)
+    dev = resolve_device(device)
+    with open(input_path, "rb") as f:
+        header = ContainerReader(f).header
+        check_range(header, start, frames)
+        model = load_model(weights, header.profile).to(dev)
+        fps = Fraction(header.fps_num, header.fps_den)
+        with FrameWriter(output, width=header.width, height=header.height, fps=fps) as writer:
+            res = decode_stream(
+                model, f, writer.write, steps=steps, start=start, frames=frames, progress=sys.stderr.isatty()
+            )
+    click.echo(f"{output}: {res.frames} frames {header.width}x{header.height}, {res.seconds:.2f} s")
 
 
 @click.command()
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with every latent frame's sizes).")
 def info(input_path, as_json) -> None:
-    """Show a .gnvc file's header and per-group sizes."""
-    from gnvc.codec.bitstream import read_bitstream
+    """Show a .gnvc file's header, seek index and per-latent-frame sizes (reads one record at a time)."""
+    from gnvc.codec.container import INTRA, ContainerReader
 
-    data = input_path.read_bytes()
-    bs = read_bitstream(data)
-    h = bs.header
-    groups = [
-        {
-            "group": i,
-            "frames": h.group_frames(i),
-            "bytes": len(g.payload()),
-            "latent_frames": [[len(s) for s in f] for f in g.streams],
-        }
-        for i, g in enumerate(bs.groups)
-    ]
+    with open(input_path, "rb") as f:
+        reader = ContainerReader(f)
+        h = reader.header
+        index = reader.index()
+        latents = [
+            {"latent": r.latent, "type": "I" if r.kind == INTRA else "P", "z_bytes": len(r.streams[0]),
+             "y_bytes": len(r.streams[1])}
+            for r in reader.records()
+        ]  # fmt: skip
+    file_bytes = input_path.stat().st_size
     summary = {
-        "file_bytes": len(data),
-        "bpp": 8 * len(data) / (h.frames * h.width * h.height),
+        "file_bytes": file_bytes,
+        "bpp": 8 * file_bytes / (h.frames * h.width * h.height),
+        "format_version": 2,
         "profile": h.profile,
         "weights_hash": h.weights_hash.hex(),
         "width": h.width,
         "height": h.height,
         "frames": h.frames,
         "fps": f"{h.fps_num}/{h.fps_den}",
-        "gop_frames": h.gop_frames,
         "quality": h.quality,
         "t_n": round(h.t_n, 6),
         "steps": h.steps,
         "seed": h.seed,
-        "groups": groups,
+        "intra_period": h.intra_period,
+        "latent_frames": h.num_latents,
+        "seek_index": [{"frame": e.first_frame, "latent": e.first_latent, "offset": e.offset} for e in index],
+        "latents": latents,
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     for k, v in summary.items():
-        if k != "groups":
-            click.echo(f"{k:>13}: {v}")
-    table = Table("group", "frames", "bytes", "latent frames: z+y bytes")
-    for g in groups:
-        table.add_row(
-            str(g["group"]), str(g["frames"]), str(g["bytes"]), " ".join(f"{z}+{y}" for z, y in g["latent_frames"])
-        )
+        if k not in ("latents", "seek_index"):
+            click.echo(f"{k:>14}: {v}")
+    table = Table("segment", "first frame", "offset", "latents", "bytes (z+y)")
+    bounds = [e.first_latent for e in index] + [h.num_latents]
+    for s, e in enumerate(index):
+        seg = latents[bounds[s] : bounds[s + 1]]
+        z, y = sum(x["z_bytes"] for x in seg), sum(x["y_bytes"] for x in seg)
+        table.add_row(str(s), str(e.first_frame), str(e.offset), str(len(seg)), f"{z}+{y}")
     Console().print(table)
 
 

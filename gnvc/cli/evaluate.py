@@ -59,8 +59,11 @@ clip_weights_option = click.option(
 @click.option("--device", default="cpu", show_default=True, help="torch device for the network metrics.")
 def metrics(ref, dist, json_out, metric_names, max_frames, size, clip_weights, device) -> None:
     """Compare DIST with REF: PSNR, MS-SSIM, LPIPS, DISTS, E_warp (and CLIP-F with local CLIP weights)."""
+    from gnvc.cli.options import resolve_device
     from gnvc.io.video import parse_size, read_video
     from gnvc.metrics.compute import METRICS, compute_metrics
+
+    resolve_device(device)
 
     wh = parse_size(size) if size else None
     a = read_video(ref, size=wh, max_frames=max_frames)
@@ -133,9 +136,12 @@ def evaluate(
     no_visuals,
 ) -> None:
     """Evaluate gnvc (with --weights) and the anchors on VIDEOS; writes report.md/report.json to -o."""
+    from gnvc.cli.options import resolve_device
     from gnvc.evaluation.anchors import anchor_spec
     from gnvc.evaluation.evaluate import evaluate_videos
     from gnvc.evaluation.methods import build_methods
+
+    resolve_device(device)
 
     anchor_names = [] if anchors.strip().lower() in ("", "none") else [a for a in anchors.split(",") if a.strip()]
     qps = {k: _int_list(v, f"--qp {k}") for k, v in _per_anchor(qp_items, "--qp").items()}
@@ -156,9 +162,11 @@ def evaluate(
     )
     map_fn = None
     if workers > 1:
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(max_workers=workers)
+        # Spawned, never forked: a fork after torch's thread pools have started can deadlock.
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         map_fn = pool.map
     try:
         report = evaluate_videos(

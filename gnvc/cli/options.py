@@ -6,10 +6,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gnvc.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 weights_option = click.option(
     "--weights",
@@ -39,3 +43,18 @@ def atomic_output(path: Path, write) -> None:
 def refuse_same_file(src: Path, dst: Path) -> None:
     if dst.exists() and src.exists() and os.path.samefile(src, dst):
         raise InputError(f"refusing to overwrite the input {src} with the output")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refused with a clear message when no such device exists."""
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"--device {name}: no such CUDA device on this machine")
+    return dev

@@ -1,37 +1,57 @@
 """Hyperprior entropy coding of one latent frame, with gains and an optional temporal context.
 
 This composes CompressAI's entropy models (a factorized ``EntropyBottleneck`` on z, a
-``GaussianConditional`` on y) the way its ``HyperpriorLatentCodec`` does, adding two things the
-video codec needs:
+``GaussianConditional`` on y) the way its ``HyperpriorLatentCodec`` does, adding what the video
+codec needs:
 
 - **Gains** (variable rate): y is multiplied by a learned per-channel gain of the quality index
   before quantisation and divided after, and the predicted (μ, σ) are scaled with it, so one model
   serves every rate point (as in DCVC-RT's quality-indexed scales).
 - **Context**: the entropy parameters of a P-frame see the temporal context next to the
   hyperprior, which is where most of the inter-frame redundancy is removed.
-
-Bit-exact decoding: the Gaussian tables are integer (shipped in the state dict), the scale index
-comes from CompressAI's coarse table, and the means are snapped to a 1/16 grid, so y_hat =
-symbol + μ_q is exact in float32 and identical wherever the network outputs agree to within that
-grid — far coarser than any thread-count or machine difference in the float convolutions.
+- **An exact integer decoding path.** ``forward`` is the float training pass. ``compress`` and
+  ``decompress`` derive everything that selects a CDF or a mean from the decoded symbols with
+  the fixed-point arithmetic of :mod:`gnvc.codec.integer`: hyper synthesis and parameter head
+  run as integer networks, the scale index is found by comparing the integer scale output with
+  shipped integer thresholds (the inverse softplus of CompressAI's scale table, divided by the
+  gain), the mean is an integer multiple of 1/16 computed with an integer gain, and the decoded
+  ŷ is brought back to the fixed-point domain with an integer inverse gain. All of these tables
+  are computed once by ``update_integer`` and shipped in the state dict.
 """
 
 from __future__ import annotations
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from compressai.ops import quantize_ste
 from torch import nn
 
+from gnvc.codec.integer import (
+    ACT_BITS,
+    ACT_LIMIT_BITS,
+    LeakyReLU,
+    round_shift,
+    saturate,
+    sequential_int,
+)
 from gnvc.codec.layers import HyperAnalysis, HyperSynthesis, conv3x3, halve
 
-MEAN_GRID = 16.0  # means are multiples of 1/16
+MEAN_BITS = 4  # means are multiples of 1/16 (in the gained domain)
+MEAN_GRID = float(1 << MEAN_BITS)
+GAIN_BITS = 16  # integer gains: round(gain · 2^16)
 SCALE_BOUND = 0.11
+SYMBOL_LIMIT = float(1 << 26)  # |16·symbol + mean| is saturated here (a corrupt stream cannot overflow)
+_INT_TABLES = ("int_gain", "int_gain_inv", "int_thresholds", "int_z_medians")
 
 
 def snap_means(mu: torch.Tensor) -> torch.Tensor:
     """Means on the 1/16 grid (straight-through in training)."""
     return mu + (torch.round(mu * MEAN_GRID) / MEAN_GRID - mu).detach()
+
+
+def softplus_inverse(v: torch.Tensor) -> torch.Tensor:
+    """x with softplus(x) = v (float64, v > 0): log(expm1(v)) written stably."""
+    return v + torch.log(-torch.expm1(-v))
 
 
 class ConditionalHyperprior(nn.Module):
@@ -43,18 +63,27 @@ class ConditionalHyperprior(nn.Module):
         self.h_s = HyperSynthesis(z_channels, channels)
         self.entropy_parameters = nn.Sequential(
             conv3x3(channels + context_channels, channels),
-            nn.LeakyReLU(0.1, inplace=True),
+            LeakyReLU(),
             conv3x3(channels, channels),
-            nn.LeakyReLU(0.1, inplace=True),
+            LeakyReLU(),
             conv3x3(channels, 2 * y_channels),
         )
         self.entropy_bottleneck = EntropyBottleneck(z_channels)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=SCALE_BOUND)
+        for name in _INT_TABLES:
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        for name in _INT_TABLES:  # shipped tables replace the empty placeholders at their real size
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def z_size(y_size: tuple[int, int]) -> tuple[int, int]:
         return halve(halve(y_size))
 
+    # ------------------------------------------------------------------ float (training) pass
     def _gained_params(
         self, z_hat: torch.Tensor, y_size: tuple[int, int], gain: torch.Tensor, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,28 +108,75 @@ class ConditionalHyperprior(nn.Module):
         y_hat = (quantize_ste(y_g - mu) + mu) / gain
         return y_hat, {"y": y_lik, "z": z_lik}
 
+    # ------------------------------------------------------------------ integer tables
+    @torch.no_grad()
+    def update_integer(self, gains: torch.Tensor) -> None:
+        """Integer networks and tables for every quality index; ``gains`` (Q, M) float. Run after
+        CompressAI's ``update()`` (the scale table and medians must be final)."""
+        g = gains.detach().double().cpu()
+        self.int_gain = torch.round(g * (1 << GAIN_BITS)).to(torch.int64)
+        self.int_gain_inv = torch.round((1 << GAIN_BITS) / g).to(torch.int64)
+        table = self.gaussian_conditional.scale_table.detach().double().cpu()[:-1]  # (L−1,)
+        # scale = softplus(s)·gain ≤ table[i]  ⇔  s ≤ softplus⁻¹(table[i]/gain); s = S/2^ACT_BITS.
+        thr = torch.floor(softplus_inverse(table[None, None, :] / g[:, :, None]) * (1 << ACT_BITS))
+        limit = float(1 << (ACT_LIMIT_BITS + 1))
+        self.int_thresholds = thr.clamp(-limit, limit).to(torch.int64)  # (Q, M, L−1)
+        medians = self.entropy_bottleneck._get_medians().detach().double().cpu().flatten()
+        self.int_z_medians = torch.round(medians * (1 << ACT_BITS)).to(torch.int64)
+
+    def integer_ready(self) -> bool:
+        return all(getattr(self, n).numel() > 0 for n in _INT_TABLES)
+
+    # ------------------------------------------------------------------ integer parameter path
+    def _int_params(
+        self, z_sym: torch.Tensor, y_size: tuple[int, int], quality: int, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded z symbols (+ integer context) → (means in 1/16 units, CDF indexes), exactly."""
+        z = saturate(z_sym.double() * float(1 << ACT_BITS) + self.int_z_medians.double()[None, :, None, None])
+        feats = self.h_s.forward_int(z, y_size)
+        if context is not None:
+            feats = torch.cat([feats, context], dim=1)
+        mu, s = sequential_int(self.entropy_parameters, feats).chunk(2, dim=1)
+        gain = self.int_gain[quality].to(mu.device).double()[None, :, None, None]
+        means16 = round_shift(mu * gain, ACT_BITS + GAIN_BITS - MEAN_BITS)
+        thr = self.int_thresholds[quality].to(s.device).double()  # (M, L−1)
+        indexes = (s.unsqueeze(-1) > thr[None, :, None, None, :]).sum(-1).to(torch.int32)
+        return means16, indexes
+
+    def _int_y(self, symbols: torch.Tensor, means16: torch.Tensor, quality: int) -> torch.Tensor:
+        """ŷ in the fixed-point domain: (16·symbol + mean)/(16·gain), with the integer inverse gain."""
+        y16 = (symbols.double() * MEAN_GRID + means16).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+        inv = self.int_gain_inv[quality].to(y16.device).double()[None, :, None, None]
+        return saturate(round_shift(y16 * inv, GAIN_BITS + MEAN_BITS - ACT_BITS))
+
+    def _decode_z(self, z_string: bytes, z_size: tuple[int, int]) -> torch.Tensor:
+        eb = self.entropy_bottleneck
+        indexes = eb._build_indexes((1, eb._quantized_cdf.size(0), *z_size)).to(eb._quantized_cdf.device)
+        return EntropyModel.decompress(eb, [z_string], indexes, torch.float64)  # raw symbols
+
     @torch.no_grad()
     def compress(
-        self, y: torch.Tensor, gain: torch.Tensor, context: torch.Tensor | None = None
+        self, y: torch.Tensor, quality: int, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[bytes]]:
-        """Entropy-code one frame (batch 1). Returns the decoder's y_hat and ``[z_bytes, y_bytes]``."""
+        """Entropy-code one frame (batch 1; ``context`` integer). Returns the decoder's integer ŷ
+        and ``[z_bytes, y_bytes]``."""
         if y.shape[0] != 1:
             raise ValueError("compress codes one frame at a time (batch 1)")
         z = self.h_a(y)
-        z_strings = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        mu, scale = self._gained_params(z_hat, y.shape[-2:], gain, context)
-        indexes = self.gaussian_conditional.build_indexes(scale)
-        y_strings = self.gaussian_conditional.compress(y * gain, indexes, means=mu)
-        # Reconstruct exactly as the decoder will: from the symbols, not from y.
-        y_hat = self.gaussian_conditional.decompress(y_strings, indexes, means=mu) / gain
-        return y_hat, [z_strings[0], y_strings[0]]
+        z_string = self.entropy_bottleneck.compress(z)[0]
+        z_sym = self._decode_z(z_string, tuple(z.shape[-2:]))  # what the decoder will see
+        means16, indexes = self._int_params(z_sym, tuple(y.shape[-2:]), quality, context)
+        gain = self.int_gain[quality].to(y.device).double()[None, :, None, None] / (1 << GAIN_BITS)
+        symbols = torch.round(y.double() * gain - means16 / MEAN_GRID)
+        y_string = self.gaussian_conditional.compress(symbols, indexes)[0]
+        return self._int_y(symbols, means16, quality), [z_string, y_string]
 
     @torch.no_grad()
     def decompress(
-        self, strings: list[bytes], y_size: tuple[int, int], gain: torch.Tensor, context: torch.Tensor | None = None
+        self, strings: list[bytes], y_size: tuple[int, int], quality: int, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        z_hat = self.entropy_bottleneck.decompress([strings[0]], self.z_size(y_size))
-        mu, scale = self._gained_params(z_hat, y_size, gain, context)
-        indexes = self.gaussian_conditional.build_indexes(scale)
-        return self.gaussian_conditional.decompress([strings[1]], indexes, means=mu) / gain
+        """``[z_bytes, y_bytes]`` → integer ŷ (B=1), bit-exact with :meth:`compress` on any machine."""
+        z_sym = self._decode_z(strings[0], self.z_size(y_size))
+        means16, indexes = self._int_params(z_sym, y_size, quality, context)
+        symbols = EntropyModel.decompress(self.gaussian_conditional, [strings[1]], indexes, torch.float64)
+        return self._int_y(symbols, means16, quality)

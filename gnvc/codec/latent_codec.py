@@ -22,6 +22,7 @@ from compressai.models import CompressionModel
 from safetensors.torch import load_file, save_file
 
 from gnvc.codec.entropy import ConditionalHyperprior
+from gnvc.codec.integer import LeakyReLU, from_fixed, has_integer_weights, quantize_all, sequential_int
 from gnvc.codec.layers import Analysis, ContextExtractor, Synthesis, conv3x3, halve
 from gnvc.errors import WeightsError
 
@@ -52,7 +53,7 @@ class CodecOutput:
 
 @dataclass
 class CompressedLatents:
-    """The entropy-coded latent sequence of one group: per latent frame ``[z_bytes, y_bytes]``."""
+    """An entropy-coded latent sequence: per latent frame ``[z_bytes, y_bytes]``."""
 
     quality: int
     size: tuple[int, int]  # latent (h, w)
@@ -94,7 +95,7 @@ class ContextualLatentCodec(CompressionModel):
         self.inter_analysis = Analysis(c + context_channels, n, m)
         self.inter_synthesis = Synthesis(m, n, c, context_channels=context_channels)
         self.context_to_y = torch.nn.Sequential(
-            conv3x3(context_channels, n, stride=2), torch.nn.LeakyReLU(0.1, inplace=True), conv3x3(n, n, stride=2)
+            conv3x3(context_channels, n, stride=2), LeakyReLU(), conv3x3(n, n, stride=2)
         )
         self.inter_entropy = ConditionalHyperprior(m, z_channels, n, context_channels=n)
         lo, hi = gain_range
@@ -140,10 +141,21 @@ class ContextualLatentCodec(CompressionModel):
         return model.eval()
 
     def tables_ready(self) -> bool:
-        """Whether integer CDF tables exist (``update()`` was run); decoding never rebuilds them."""
+        """Whether the integer CDF tables and the integer decoding loop exist (``update()`` was run);
+        decoding never rebuilds them."""
         gcs = [self.intra_entropy.gaussian_conditional, self.inter_entropy.gaussian_conditional]
         ebs = [self.intra_entropy.entropy_bottleneck, self.inter_entropy.entropy_bottleneck]
-        return all(m._quantized_cdf.numel() > 0 for m in gcs + ebs)
+        cdfs = all(m._quantized_cdf.numel() > 0 for m in gcs + ebs)
+        ints = self.intra_entropy.integer_ready() and self.inter_entropy.integer_ready()
+        return cdfs and ints and all(has_integer_weights(m) for m in self._decoder_networks())
+
+    def _decoder_networks(self) -> list[torch.nn.Module]:
+        """The networks the decoding loop runs (as integer networks); the analyses are encoder-only."""
+        nets: list[torch.nn.Module] = [self.intra_synthesis, self.inter_synthesis, self.context_extractor]
+        nets.append(self.context_to_y)
+        for e in (self.intra_entropy, self.inter_entropy):
+            nets += [e.h_s, e.entropy_parameters]
+        return nets
 
     # ------------------------------------------------------------------ helpers
     def gain(self, quality: torch.Tensor | int) -> torch.Tensor:
@@ -180,50 +192,92 @@ class ContextualLatentCodec(CompressionModel):
         bits = sum(-torch.log2(v).flatten(1).sum(1) for v in liks.values())
         return CodecOutput(torch.stack(frames_hat, 2), torch.stack(contexts, 2), liks, bits)
 
-    # ------------------------------------------------------------------ entropy coding
+    # ------------------------------------------------------------------ integer decoding loop
+    @torch.no_grad()
+    def update(self, scale_table: torch.Tensor | None = None, force: bool = False) -> bool:
+        """CompressAI's CDF tables, then the integer networks and tables of the decoding loop.
+
+        Run once after training (``save_pretrained`` ships the result); decoders never rerun it.
+        """
+        updated = super().update(scale_table=scale_table, force=force)
+        gains = torch.exp(self.log_gain.detach())
+        self.intra_entropy.update_integer(gains)
+        self.inter_entropy.update_integer(gains)
+        for m in self._decoder_networks():
+            quantize_all(m)
+        return updated
+
+    def code_frame(
+        self, latent: torch.Tensor, quality: int, context: torch.Tensor | None
+    ) -> tuple[list[bytes], torch.Tensor, torch.Tensor]:
+        """Encode one latent frame (1, C, h, w): an I-frame when ``context`` is None, else a P-frame
+        conditioned on the previous frame's integer context. Returns ``[z, y]`` streams and the
+        decoder's integer latent and context (see :meth:`decode_frame`)."""
+        size = tuple(latent.shape[-2:])
+        if context is None:
+            y = self.intra_analysis(latent)
+            y_int, strings = self.intra_entropy.compress(y, quality)
+        else:
+            y = self.inter_analysis(torch.cat([latent, from_fixed(context, latent.dtype)], dim=1))
+            y_int, strings = self.inter_entropy.compress(y, quality, sequential_int(self.context_to_y, context))
+        return (strings, *self._reconstruct(y_int, size, context))  # type: ignore[return-value]
+
+    def decode_frame(
+        self, strings: list[bytes], size: tuple[int, int], quality: int, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[z, y]`` streams → (integer latent (1, C, h, w), integer context), exactly as encoded.
+
+        Integer tensors are float64 holding integers at 2^-ACT_BITS (``from_fixed`` gives values).
+        """
+        if context is None:
+            y_int = self.intra_entropy.decompress(strings, self.y_size(size), quality)
+        else:
+            ctx_y = sequential_int(self.context_to_y, context)
+            y_int = self.inter_entropy.decompress(strings, self.y_size(size), quality, ctx_y)
+        return self._reconstruct(y_int, size, context)
+
+    def _reconstruct(
+        self, y_int: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if context is None:
+            latent = self.intra_synthesis.forward_int(y_int, size)
+        else:
+            latent = self.inter_synthesis.forward_int(y_int, size, context)
+        return latent, self.context_extractor.forward_int(latent)
+
     @torch.no_grad()
     def compress(
-        self, latents: torch.Tensor, quality: int, timings: dict[str, float] | None = None
+        self, latents: torch.Tensor, quality: int, intra_period: int = 0, timings: dict[str, float] | None = None
     ) -> tuple[CompressedLatents, torch.Tensor, torch.Tensor]:
-        """Code one sequence (batch 1). Returns the streams, and the decoder's latents and contexts."""
+        """Code a whole sequence (batch 1) as one P-chain (an I-frame every ``intra_period`` frames;
+        0: only the first). Returns the streams and the decoder's latents and contexts (float)."""
         if latents.ndim != 5 or latents.shape[0] != 1:
             raise ValueError(f"compress takes latents (1, C, F, h, w), got {tuple(latents.shape)}")
+        self.gain(quality)  # range check
         size = tuple(latents.shape[-2:])
-        gain = self.gain(quality)
         out = CompressedLatents(quality=int(quality), size=size)  # type: ignore[arg-type]
-        frames_hat, contexts = [], []
+        frames_hat, contexts, ctx = [], [], None
         for t in range(latents.shape[2]):
-            l_t = latents[:, :, t]
-            f = contexts[-1] if t else None
-            with _timed(timings, "analysis"):
-                y = self.intra_analysis(l_t) if t == 0 else self.inter_analysis(torch.cat([l_t, f], dim=1))
-                ctx_y = None if t == 0 else self.context_to_y(f)
-            with _timed(timings, "entropy_encode"):
-                entropy = self.intra_entropy if t == 0 else self.inter_entropy
-                y_hat, strings = entropy.compress(y, gain, ctx_y)
-            with _timed(timings, "synthesis"):
-                l_hat = self.intra_synthesis(y_hat, size) if t == 0 else self.inter_synthesis(y_hat, size, f)
-                contexts.append(self.context_extractor(l_hat))
+            if intra_period and t % intra_period == 0:
+                ctx = None
+            with _timed(timings, "code_frame"):
+                strings, l_int, ctx = self.code_frame(latents[:, :, t], quality, ctx)
             out.frames.append(strings)
-            frames_hat.append(l_hat)
+            frames_hat.append(from_fixed(l_int))
+            contexts.append(from_fixed(ctx))
         return out, torch.stack(frames_hat, 2), torch.stack(contexts, 2)
 
     @torch.no_grad()
     def decompress(
-        self, data: CompressedLatents, timings: dict[str, float] | None = None
+        self, data: CompressedLatents, intra_period: int = 0, timings: dict[str, float] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Streams → (latents_hat (1, C, F, h, w), contexts (1, C_ctx, F, h, w)), bit-exact with compress."""
-        size, ysz = data.size, self.y_size(data.size)
-        gain = self.gain(data.quality)
-        frames_hat, contexts = [], []
+        frames_hat, contexts, ctx = [], [], None
         for t, strings in enumerate(data.frames):
-            f = contexts[-1] if t else None
-            with _timed(timings, "entropy_decode"):
-                ctx_y = None if t == 0 else self.context_to_y(f)
-                entropy = self.intra_entropy if t == 0 else self.inter_entropy
-                y_hat = entropy.decompress(strings, ysz, gain, ctx_y)
-            with _timed(timings, "synthesis"):
-                l_hat = self.intra_synthesis(y_hat, size) if t == 0 else self.inter_synthesis(y_hat, size, f)
-                contexts.append(self.context_extractor(l_hat))
-            frames_hat.append(l_hat)
+            if intra_period and t % intra_period == 0:
+                ctx = None
+            with _timed(timings, "decode_frame"):
+                l_int, ctx = self.decode_frame(strings, data.size, data.quality, ctx)
+            frames_hat.append(from_fixed(l_int))
+            contexts.append(from_fixed(ctx))
         return torch.stack(frames_hat, 2), torch.stack(contexts, 2)

@@ -2,6 +2,10 @@
 
 Strided 3×3 convolutions give ceil(h/2) outputs and sub-pixel upsampling is cropped back to the
 recorded size, so any latent size codes without padding (no rate is spent on padded borders).
+
+Every block that runs on the decoder side has two forwards: ``forward`` (float, for training and
+the encoder's analysis) and ``forward_int`` (exact fixed point, :mod:`gnvc.codec.integer`), which
+is what the decoding loop runs so that its numbers are the same on every machine.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gnvc.codec.integer import Conv2d, LeakyReLU, run_int, saturate, sequential_int
 
-def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> Conv2d:
+    return Conv2d(cin, cout, 3, stride=stride, padding=1)
 
 
 def halve(size: tuple[int, int]) -> tuple[int, int]:
@@ -32,10 +38,13 @@ class ResBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(conv3x3(ch, ch), nn.LeakyReLU(0.1, inplace=True), conv3x3(ch, ch))
+        self.body = nn.Sequential(conv3x3(ch, ch), LeakyReLU(), conv3x3(ch, ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+    def forward_int(self, x: torch.Tensor) -> torch.Tensor:
+        return saturate(x + sequential_int(self.body, x))
 
 
 class Upsample(nn.Module):
@@ -43,11 +52,14 @@ class Upsample(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1)
+        self.conv = Conv2d(cin, cout * 4, 3, padding=1)
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.shuffle(self.conv(x))[..., : size[0], : size[1]]
+
+    def forward_int(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.shuffle(self.conv.forward_int(x))[..., : size[0], : size[1]]
 
 
 class Analysis(nn.Module):
@@ -59,7 +71,7 @@ class Analysis(nn.Module):
             conv3x3(cin, ch),
             ResBlock(ch),
             conv3x3(ch, ch, stride=2),
-            nn.LeakyReLU(0.1, inplace=True),
+            LeakyReLU(),
             ResBlock(ch),
             conv3x3(ch, cout, stride=2),
         )
@@ -75,7 +87,7 @@ class Synthesis(nn.Module):
         super().__init__()
         self.head = nn.Sequential(conv3x3(cin, ch), ResBlock(ch))
         self.up1 = Upsample(ch, ch)
-        self.mid = nn.Sequential(nn.LeakyReLU(0.1, inplace=True), ResBlock(ch))
+        self.mid = nn.Sequential(LeakyReLU(), ResBlock(ch))
         self.up2 = Upsample(ch, ch)
         self.fuse = conv3x3(ch + context_channels, ch)
         self.tail = nn.Sequential(ResBlock(ch), conv3x3(ch, cout))
@@ -88,6 +100,14 @@ class Synthesis(nn.Module):
             x = torch.cat([x, context], dim=1)
         return self.tail(self.fuse(x))
 
+    def forward_int(self, y: torch.Tensor, size: tuple[int, int], context: torch.Tensor | None = None) -> torch.Tensor:
+        sizes = pyramid(size, 2)
+        x = sequential_int(self.mid, self.up1.forward_int(sequential_int(self.head, y), sizes[1]))
+        x = self.up2.forward_int(x, sizes[0])
+        if context is not None:
+            x = torch.cat([x, context], dim=1)
+        return sequential_int(self.tail, self.fuse.forward_int(x))
+
 
 class HyperAnalysis(nn.Module):
     """y (at s) → z (at s/4)."""
@@ -96,9 +116,9 @@ class HyperAnalysis(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             conv3x3(cin, ch),
-            nn.LeakyReLU(0.1, inplace=True),
+            LeakyReLU(),
             conv3x3(ch, ch, stride=2),
-            nn.LeakyReLU(0.1, inplace=True),
+            LeakyReLU(),
             conv3x3(ch, cout, stride=2),
         )
 
@@ -111,15 +131,20 @@ class HyperSynthesis(nn.Module):
 
     def __init__(self, cin: int, ch: int) -> None:
         super().__init__()
-        self.head = nn.Sequential(conv3x3(cin, ch), nn.LeakyReLU(0.1, inplace=True))
+        self.head = nn.Sequential(conv3x3(cin, ch), LeakyReLU())
         self.up1 = Upsample(ch, ch)
         self.up2 = Upsample(ch, ch)
-        self.act = nn.LeakyReLU(0.1, inplace=True)
+        self.act = LeakyReLU()
 
     def forward(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         sizes = pyramid(size, 2)
         x = self.act(self.up1(self.head(z), sizes[1]))
         return self.act(self.up2(x, sizes[0]))
+
+    def forward_int(self, z: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        sizes = pyramid(size, 2)
+        x = run_int(self.act, self.up1.forward_int(sequential_int(self.head, z), sizes[1]))
+        return run_int(self.act, self.up2.forward_int(x, sizes[0]))
 
 
 class ContextExtractor(nn.Module):
@@ -131,3 +156,6 @@ class ContextExtractor(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)
+
+    def forward_int(self, latent: torch.Tensor) -> torch.Tensor:
+        return sequential_int(self.net, latent)

@@ -58,6 +58,7 @@ class SplitSpec:
     scale: tuple[float, float]
     clips_per_video: int
     synthetic_clips: int
+    scales_per_video: int = 1  # zoom levels per real video, spread over ``scale``
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,10 @@ class PrepareConfig:
                 scale = (float(scale[0]), float(scale[1])) if isinstance(scale, list | tuple) else (float(scale),) * 2
                 if not 1.0 <= scale[0] <= scale[1]:
                     raise ConfigError(f"data.{name}.scale must satisfy 1 ≤ lo ≤ hi, got {list(scale)}")
-                splits[name] = SplitSpec(size, scale, int(s["clips_per_video"]), int(s["synthetic_clips"]))
+                n_scales = int(s.get("scales_per_video", 1))
+                if n_scales < 1:
+                    raise ConfigError(f"data.{name}.scales_per_video must be ≥ 1, got {n_scales}")
+                splits[name] = SplitSpec(size, scale, int(s["clips_per_video"]), int(s["synthetic_clips"]), n_scales)
             val_fraction = float(data.get("val_fraction", 0.1))
             if not 0.0 <= val_fraction < 1.0:
                 raise ConfigError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
@@ -157,32 +161,39 @@ def _clip_starts(n_frames: int, need: int, count: int) -> list[int]:
 
 
 def clips_from_video(src: SourceVideo, split: str, cfg: PrepareConfig) -> Iterator[ClipRecord]:
-    """Fixed-length clips of one source video for its split."""
+    """Fixed-length clips of one source video for its split, at ``scales_per_video`` zoom levels.
+
+    Several scales of one real video are how the few real clips shipped offline teach a VAE both
+    fine texture (scale near 1: the crop sees a small part of the frame) and whole scenes."""
     spec = cfg.splits[split]
     span = (cfg.frames - 1) * cfg.frame_step + 1
     starts = _clip_starts(src.num_frames, span, spec.clips_per_video)
     if not starts:
         return
     h, w = spec.size
-    u = stable_fraction(f"scale/{src.group_id}", cfg.seed)
-    factor = spec.scale[0] + u * (spec.scale[1] - spec.scale[0])
-    # Shorter side after resizing: the least that covers the crop (aspect kept), times the factor.
-    sh, sw = src.size
-    least = max(h, w * sh / sw) if sh <= sw else max(w, h * sw / sh)
-    short = math.ceil(least * factor - 1e-6)
-    frames = src.read(short, starts[-1] + span)
-    rng = np.random.default_rng([cfg.seed, int(stable_fraction(src.group_id, 0) * 2**32)])
-    for k, t0 in enumerate(starts):
-        clip = frames[t0 : t0 + span : cfg.frame_step]
-        if clip.shape[0] != cfg.frames:  # the decoder returned fewer frames than the container said
-            break
-        fh, fw = clip.shape[1:3]
-        if split == "train":
-            y0, x0 = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
-        else:
-            y0, x0 = (fh - h) // 2, (fw - w) // 2
-        cid = f"{src.group_id}/{k:04d}"
-        yield ClipRecord(cid, split, f"{src.source}@{t0}", _crop(clip, (h, w), y0, x0))
+    n_scales = spec.scales_per_video
+    for j in range(n_scales):
+        u = stable_fraction(f"scale/{src.group_id}" + (f"/{j}" if j else ""), cfg.seed)
+        if n_scales > 1:  # evenly spread over the range, jittered within each slot
+            u = (j + u) / n_scales
+        factor = spec.scale[0] + u * (spec.scale[1] - spec.scale[0])
+        # Shorter side after resizing: the least that covers the crop (aspect kept), times the factor.
+        sh, sw = src.size
+        least = max(h, w * sh / sw) if sh <= sw else max(w, h * sw / sh)
+        short = math.ceil(least * factor - 1e-6)
+        frames = src.read(short, starts[-1] + span)
+        rng = np.random.default_rng([cfg.seed, int(stable_fraction(src.group_id, 0) * 2**32), j])
+        for k, t0 in enumerate(starts):
+            clip = frames[t0 : t0 + span : cfg.frame_step]
+            if clip.shape[0] != cfg.frames:  # the decoder returned fewer frames than the container said
+                break
+            fh, fw = clip.shape[1:3]
+            if split == "train":
+                y0, x0 = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
+            else:
+                y0, x0 = (fh - h) // 2, (fw - w) // 2
+            cid = f"{src.group_id}/{k:04d}" if j == 0 else f"{src.group_id}/s{j}/{k:04d}"
+            yield ClipRecord(cid, split, f"{src.source}@{t0}x{factor:.2f}", _crop(clip, (h, w), y0, x0))
 
 
 def synthetic_clips(split: str, cfg: PrepareConfig) -> Iterator[ClipRecord]:

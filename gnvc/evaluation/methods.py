@@ -158,7 +158,7 @@ class GnvcMethod:
         return [RatePoint(f"q{q}", q) for q in qualities]
 
     def code(self, video: Video, point: RatePoint) -> Coded:
-        from gnvc.codec.video_codec import decode_video, encode_video
+        from gnvc.videocodec import decode_video, encode_video
 
         model = self._model()
         t0 = time.perf_counter()

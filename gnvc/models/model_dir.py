@@ -39,7 +39,7 @@ def _hash_module(h: hashlib._Hash, name: str, module: nn.Module) -> None:
     for key, value in sorted(module.state_dict().items()):
         t = value.detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 class GnvcModel(nn.Module):

@@ -45,9 +45,12 @@ def validate_profile(profile: Any) -> None:
     missing = [s for s in REQUIRED_SECTIONS if s not in profile]
     if missing:
         raise ConfigError(f"profile {profile['name']!r} lacks section(s): {', '.join(missing)}")
-    gop = profile["coding"].get("gop_frames", 17)
-    if gop < 1 or (gop - 1) % 4:
-        raise ConfigError(f"coding.gop_frames must be 1 + 4k, got {gop}")
+    coding = profile["coding"]
+    if "gop_frames" in coding:
+        raise ConfigError("coding.gop_frames belongs to format version 1; use coding.intra_period (latent frames)")
+    period = coding.get("intra_period", 0)
+    if not isinstance(period, int) or period < 0:
+        raise ConfigError(f"coding.intra_period must be an integer ≥ 0 (0: one P-chain), got {period!r}")
 
 
 def merge(profile: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -97,3 +97,72 @@ class VideoVAE(nn.Module):
         """Normalised latents → pixels in [-1, 1]."""
         z = latents * self.std + self.mean
         return self.vae.decode(z).sample.clamp(-1, 1)
+
+    def stream_encoder(self) -> StreamEncoder:
+        return StreamEncoder(self)
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+
+def _conv_count(vae: AutoencoderKLWan, part: str) -> int:
+    counts = getattr(vae, "_cached_conv_counts", None)
+    if counts is not None:
+        return int(counts[part])
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    return sum(isinstance(m, WanCausalConv3d) for m in getattr(vae, part).modules())
+
+
+class StreamEncoder:
+    """The causal VAE encoder run chunk by chunk with its own feature cache (bounded memory).
+
+    Exactly what ``AutoencoderKLWan._encode`` computes for a whole clip — first frame alone, then
+    four frames per latent — but one chunk at a time, so a video of any length is encoded holding
+    one chunk. ``reset()`` starts a new causal segment (the next chunk must be a single frame).
+    """
+
+    def __init__(self, vae: VideoVAE) -> None:
+        if vae.vae.config.get("patch_size") is not None:
+            raise WeightsError("streaming needs a Wan2.1-style VAE (patch_size None)")
+        self.vae = vae
+        self.reset()
+
+    def reset(self) -> None:
+        self._cache: list = [None] * _conv_count(self.vae.vae, "encoder")
+        self.first = True
+
+    @torch.no_grad()
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Pixels (1, 3, t, H, W) in [-1, 1] (t = 1 first, then 4) → one normalised latent (1, C, 1, h, w)."""
+        want = 1 if self.first else TEMPORAL_FACTOR
+        if chunk.shape[2] != want:
+            raise InputError(f"the causal VAE takes {want} frame(s) here, got {chunk.shape[2]}")
+        vae = self.vae.vae
+        out = vae.encoder(chunk, feat_cache=self._cache, feat_idx=[0])
+        mu = vae.quant_conv(out)[:, : vae.config.z_dim]
+        self.first = False
+        return (mu - self.vae.mean) / self.vae.std
+
+
+class StreamDecoder:
+    """The causal VAE decoder run latent by latent with its own feature cache (bounded memory)."""
+
+    def __init__(self, vae: VideoVAE) -> None:
+        if vae.vae.config.get("patch_size") is not None:
+            raise WeightsError("streaming needs a Wan2.1-style VAE (patch_size None)")
+        self.vae = vae
+        self.reset()
+
+    def reset(self) -> None:
+        self._cache: list = [None] * _conv_count(self.vae.vae, "decoder")
+        self.first = True
+
+    @torch.no_grad()
+    def push(self, latent: torch.Tensor) -> torch.Tensor:
+        """One normalised latent (1, C, 1, h, w) → pixels (1, 3, t, H, W) in [-1, 1], t = 1 then 4."""
+        vae = self.vae.vae
+        x = vae.post_quant_conv(latent * self.vae.std + self.vae.mean)
+        out = vae.decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=self.first)
+        self.first = False
+        return out.clamp(-1, 1)

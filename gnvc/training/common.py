@@ -65,8 +65,17 @@ def make_trainer(
     cfg = TrainConfig.from_params(section)
     run_dir = stage_path(params, section, "run_dir", f"build/{{profile}}/runs/{name}")
     log_dir = stage_path(params, section, "log_dir", f"reports/train/{name}")
-    fp = fingerprint({"profile": profile_name(params), "section": section})
-    return Trainer(name, modules, parameters, cfg, run_dir=run_dir, log_dir=log_dir, config_fingerprint=fp)
+    # Keys that do not change what is being trained: extending `steps` or changing how often it
+    # logs must resume the run, not start it over (hours of training add up).
+    volatile = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir"}
+    fp = fingerprint(
+        {"profile": profile_name(params), "section": {k: v for k, v in section.items() if k not in volatile}}
+    )
+    export = section.get("export_dir")
+    export_dir = stage_path(params, section, "export_dir", "") if export else None
+    return Trainer(
+        name, modules, parameters, cfg, run_dir=run_dir, log_dir=log_dir, config_fingerprint=fp, export_dir=export_dir
+    )
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int] | list[int] | None, generator: torch.Generator) -> torch.Tensor:

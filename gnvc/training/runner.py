@@ -15,6 +15,10 @@ parameters and a ``step_fn(trainer) -> {name: scalar tensor}`` returning one mic
   run continues from it: weights, optimizer, scheduler, RNG and data positions are restored, so
   N steps straight and N/2 + resume + N/2 give identical weights (on CPU). A checkpoint of a
   different config is ignored (and reported), never silently mixed in.
+- **Exported checkpoints** (``export_dir``, optional): after every checkpoint a compact copy —
+  weights and Adam moments in bf16, the same ``trainer.json`` — replaces ``export_dir/``. It is
+  small enough to commit, so a long training adds up across machines and sessions: a run whose
+  ``run_dir`` is empty resumes from the export (upcast to float32) when its fingerprint matches.
 - **Mixed precision**: bf16 autocast on CUDA when ``amp`` (no loss scaling needed for bf16);
   float32 on CPU. **Gradient accumulation** over ``grad_accum`` micro-batches.
 - **Logging**: ``log_dir/metrics.tsv`` (one row per logged step, the format ``dvc plots`` reads),
@@ -140,12 +144,14 @@ class Trainer:
         run_dir: str | Path,
         log_dir: str | Path | None = None,
         config_fingerprint: str = "",
+        export_dir: str | Path | None = None,
     ) -> None:
         self.name = name
         self.modules = modules
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.export_dir = Path(export_dir) if export_dir is not None else None
         self.device = resolve_device(cfg.device)
         self.fingerprint = config_fingerprint or fingerprint(asdict(cfg))
         params = list(parameters)
@@ -340,10 +346,33 @@ class Trainer:
         tmp.rename(final)
         for old in self._checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
+        if self.export_dir is not None:
+            self._export(tensors, meta)
         return final
 
+    def _export(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Replace ``export_dir`` with a bf16 copy of the checkpoint (floating tensors only)."""
+        small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
+        out = self.export_dir
+        tmp = out.parent / f".{out.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(small, str(tmp / STATE_NAME))
+        (tmp / META_NAME).write_text(json.dumps({**meta, "history": meta["history"][-200:]}) + "\n")
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+
     def _try_resume(self) -> None:
-        for ckpt in reversed(self._checkpoints()):
+        candidates = self._checkpoints()
+        if self.export_dir is not None and (self.export_dir / META_NAME).is_file():
+            candidates.append(self.export_dir)
+        step_of = {c: int(json.loads((c / META_NAME).read_text()).get("step", -1)) for c in candidates}
+        # Newest first; at equal steps the full-precision run_dir copy wins over the bf16 export.
+        for ckpt in sorted(candidates, key=lambda c: (step_of[c], c != self.export_dir), reverse=True):
             meta = json.loads((ckpt / META_NAME).read_text())
             if meta.get("fingerprint") != self.fingerprint:
                 tqdm.write(f"{self.name}: ignoring {ckpt} (written by a different config)")
@@ -356,6 +385,8 @@ class Trainer:
         ckpt = Path(ckpt)
         meta = json.loads((ckpt / META_NAME).read_text())
         tensors = load_file(str(ckpt / STATE_NAME))
+        # An exported checkpoint holds bf16 copies: back to each parameter's own dtype (float32).
+        tensors = {k: v.float() if v.dtype == torch.bfloat16 else v for k, v in tensors.items()}
         for mname, module in self.modules.items():
             prefix = f"model.{mname}."
             state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 
 from gnvc.cli import main
-from gnvc.codec.bitstream import _HEAD, MAGIC, read_bitstream
-from gnvc.codec.video_codec import decode_video, encode_video
+from gnvc.codec.container import _FIELDS, FOOTER, MAGIC, read_stream
 from gnvc.errors import BitstreamError
 from gnvc.io.video import Video, write_video
+from gnvc.videocodec import decode_video, encode_video
 
 from .conftest import random_video
 
 
 @pytest.fixture(scope="module")
 def small_stream(tiny_model) -> bytes:
-    return encode_video(tiny_model, random_video(6, 32, 48), quality=2, gop_frames=5).data
+    return encode_video(tiny_model, random_video(6, 32, 48), quality=2, intra_period=1).data
 
 
 def test_truncation_at_every_offset_is_detected(small_stream):
     for n in range(len(small_stream)):
         with pytest.raises(BitstreamError):
-            read_bitstream(small_stream[:n])
+            read_stream(small_stream[:n])
 
 
 def test_thousand_random_bit_flips_are_detected(small_stream):
@@ -36,7 +36,7 @@ def test_thousand_random_bit_flips_are_detected(small_stream):
         bit = rng.randrange(len(data) * 8)
         data[bit // 8] ^= 1 << (bit % 8)
         with pytest.raises(BitstreamError):
-            read_bitstream(bytes(data))
+            read_stream(bytes(data))
 
 
 def test_bit_flips_through_full_decode(tiny_model, small_stream):
@@ -50,23 +50,43 @@ def test_bit_flips_through_full_decode(tiny_model, small_stream):
 
 
 def test_trailing_garbage_and_foreign_files(small_stream):
-    with pytest.raises(BitstreamError, match="trailing"):
-        read_bitstream(small_stream + b"\0")
+    with pytest.raises(BitstreamError, match="footer"):
+        read_stream(small_stream + b"\0")
     with pytest.raises(BitstreamError, match="not a gnvc"):
-        read_bitstream(b"\x89PNG\r\n\x1a\n" + bytes(100))
+        read_stream(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(BitstreamError):
-        read_bitstream(b"")
+        read_stream(b"")
+
+
+def test_version_1_files_get_a_clear_message(small_stream):
+    v1 = bytearray(small_stream)
+    v1[4] = 1
+    with pytest.raises(BitstreamError, match="format version 1 is no longer supported"):
+        read_stream(bytes(v1))
+
+
+def _forge_header(stream: bytes, offset_in_fields: int, fmt: str, *values) -> bytes:
+    plen = stream[5]
+    head_end = 6 + plen + 8 + _FIELDS.size
+    head = bytearray(stream[:head_end])
+    struct.pack_into(fmt, head, 6 + plen + 8 + offset_in_fields, *values)
+    return bytes(head) + struct.pack("<I", zlib.crc32(head)) + stream[head_end + 4 :]
 
 
 def test_absurd_header_with_valid_crc_is_refused(small_stream):
-    plen = small_stream[5]
-    head_end = 6 + plen + 8 + _HEAD.size
-    head = bytearray(small_stream[:head_end])
-    struct.pack_into("<HH", head, 6 + plen + 8, 60000, 60000)  # absurd size
-    forged = bytes(head) + struct.pack("<I", zlib.crc32(head)) + small_stream[head_end + 4 :]
     with pytest.raises(BitstreamError, match="invalid bitstream header"):
-        read_bitstream(forged)
+        read_stream(_forge_header(small_stream, 0, "<HH", 60000, 60000))  # absurd size
+    with pytest.raises(BitstreamError, match="invalid bitstream header"):
+        read_stream(_forge_header(small_stream, 17, "<f", 1.0))  # t_N = 1
     assert small_stream.startswith(MAGIC)
+
+
+def test_seek_index_pointing_outside_the_file_is_refused(tiny_model, small_stream):
+    offset, magic = FOOTER.unpack(small_stream[-FOOTER.size :])
+    for bad in (len(small_stream) + 100, 3, 2**63):
+        forged = small_stream[: -FOOTER.size] + FOOTER.pack(bad, magic)
+        with pytest.raises(BitstreamError, match="outside the file"):
+            decode_video(tiny_model, forged, start=5)
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -98,10 +118,21 @@ def test_cli_errors_are_one_clear_line(capsys, tmp_path, tiny_model_dir, small_s
     )
     assert code == 2 and "check --size" in err
 
+    good = tmp_path / "good.yuv"
+    good.write_bytes(bytes(32 * 32 * 3 // 2 * 2))
     code, _, err = _cli(
-        capsys, "encode", str(raw), "-o", str(tmp_path / "x.gnvc"), "--weights", str(tmp_path / "nowhere")
-    )
+        capsys, "encode", str(good), "-o", str(tmp_path / "x.gnvc"), "--size", "32x32", "--weights",
+        str(tmp_path / "nowhere"),
+    )  # fmt: skip
     assert code == 2 and "not a gnvc model directory" in err
+
+    for args, msg in (
+        (("--t-n", "1.0"), "t_N"),
+        (("--steps", "300"), "0..255"),
+        (("--intra-period", "0"), "intra-period"),
+    ):
+        code, _, err = _cli(capsys, "encode", str(good), "-o", str(tmp_path / "x.gnvc"), "--size", "32x32", *args)
+        assert code == 2 and msg in err and "Traceback" not in err
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -15,19 +15,19 @@ def test_symbols_round_trip_exactly():
     hp.entropy_bottleneck.update(force=True)
     from compressai.models.google import get_scale_table
 
+    from gnvc.codec.integer import quantize_all
+
     hp.gaussian_conditional.update_scale_table(get_scale_table(), force=True)
+    hp.update_integer(torch.ones(2, 8) * torch.tensor([[0.5], [2.0]]))
+    quantize_all(hp)
     y = torch.randn(1, 8, 6, 5) * 4
-    gain = torch.ones(1, 8, 1, 1)
-    y_hat, strings = hp.compress(y, gain)
-    # Symbols the encoder wrote, recomputed from its own parameters.
-    z_hat = hp.entropy_bottleneck.decompress([strings[0]], hp.z_size((6, 5)))
-    mu, scale = hp._gained_params(z_hat, (6, 5), gain, None)
-    idx = hp.gaussian_conditional.build_indexes(scale)
-    sym_enc = hp.gaussian_conditional.quantize(y, "symbols", mu)
-    sym_dec = hp.gaussian_conditional.decompress([strings[1]], idx, means=None).round().int()
-    assert torch.equal(sym_enc, sym_dec)
-    assert torch.equal(hp.decompress(strings, (6, 5), gain), y_hat)
-    assert sym_enc.abs().sum() > 0  # something was actually coded
+    for q in (0, 1):
+        y_int, strings = hp.compress(y, q)
+        assert torch.equal(hp.decompress(strings, (6, 5), q), y_int)
+        # ŷ is y quantised in the gained domain: within half a step (1 / (2·gain)) plus the grid.
+        err = (y_int / 1024 - y).abs().max().item()
+        assert err <= 0.5 / (0.5 if q == 0 else 2.0) + 0.01
+    assert len(strings[1]) > 4  # something was actually coded
 
 
 def _codec() -> ContextualLatentCodec:
@@ -41,11 +41,22 @@ def test_latent_sequence_round_trip_bit_exact():
     codec = _codec()
     latents = torch.randn(1, 16, 4, 9, 13)
     for q in range(codec.num_qualities):
-        data, l_hat, ctx = codec.compress(latents, q)
-        l_dec, ctx_dec = codec.decompress(data)
-        assert torch.equal(l_hat, l_dec)
-        assert torch.equal(ctx, ctx_dec)
-        assert l_dec.shape == latents.shape
+        for period in (0, 2):
+            data, l_hat, ctx = codec.compress(latents, q, intra_period=period)
+            l_dec, ctx_dec = codec.decompress(data, intra_period=period)
+            assert torch.equal(l_hat, l_dec)
+            assert torch.equal(ctx, ctx_dec)
+            assert l_dec.shape == latents.shape
+
+
+def test_integer_loop_tracks_the_float_training_pass():
+    """The integer decoder computes what the float model computes, to within fixed-point rounding."""
+    codec = _codec()
+    latents = torch.randn(1, 16, 3, 8, 8)
+    with torch.no_grad():
+        flt = codec(latents, torch.tensor([3])).latents_hat
+    _, l_int, _ = codec.compress(latents, 3)
+    assert (flt - l_int).abs().max().item() < 0.05 * max(1.0, flt.abs().max().item())
 
 
 def test_round_trip_independent_of_thread_count():
@@ -76,3 +87,13 @@ def test_quality_index_out_of_range_is_rejected():
     codec = _codec()
     with pytest.raises(ValueError):
         codec.compress(torch.randn(1, 16, 1, 8, 8), codec.num_qualities)
+
+
+def test_saved_codec_ships_its_integer_tables(tmp_path):
+    codec = _codec()
+    codec.save_pretrained(tmp_path)
+    loaded = ContextualLatentCodec.from_pretrained(tmp_path)
+    assert loaded.tables_ready()
+    latents = torch.randn(1, 16, 2, 8, 8)
+    data, l_hat, _ = codec.compress(latents, 1)
+    assert torch.equal(loaded.decompress(data)[0], l_hat)

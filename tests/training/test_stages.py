@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-from gnvc.codec.video_codec import decode_video, encode_video
 from gnvc.errors import ConfigError
 from gnvc.io.video import Video
 from gnvc.models.model_dir import GnvcModel
+from gnvc.videocodec import decode_video, encode_video
 
 FAST = {"progress": False, "log_every": 1, "checkpoint_every": 1}
 
