@@ -87,3 +87,57 @@ def decode_in_setup(setup: str, jobs: dict[str, tuple[str, str]], timeout: float
     for name, (_, stream) in jobs.items():
         out[name]["frames"] = f"{stream}.{tag}.npy"
     return out
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+FRESH_SIZES = [(64, 48), (96, 80), (128, 96), (33, 17)]  # (width, height): v1 failed on the first three
+FRESH_QUALITIES = [0, 3, 5]
+
+
+def build_jobs(root: Path, model, model_dir: Path) -> tuple[dict[str, tuple[str, str]], dict[str, tuple]]:
+    """Streams to decode in every setup and what each must decode to (in the default setup, here):
+    the committed golden streams against their pinned hashes, and fresh streams that ``model``
+    (saved at ``model_dir``) encodes now. Returns ``jobs`` and ``{name: (latents_sha256, frames)}``."""
+    import io
+    import shutil
+
+    import numpy as np
+
+    from gnvc.io.video import Video
+    from gnvc.videocodec import decode_stream, encode_video
+
+    golden = json.loads((GOLDEN / "expected.json").read_text())
+    jobs, expected = {}, {}
+    for name, exp in golden.items():
+        stream = root / f"golden_{name}.gnvc"
+        shutil.copyfile(GOLDEN / f"{name}.gnvc", stream)
+        jobs[f"golden {name}"] = (str(GOLDEN / "model"), str(stream))
+        expected[f"golden {name}"] = (exp["latents_sha256"], np.load(GOLDEN / f"{name}.frames.npz")["frames"])
+    rng = np.random.default_rng(0)
+    for w, h in FRESH_SIZES:
+        base = rng.integers(0, 256, (h, w, 3))
+        video = Video(np.stack([np.roll(base, 2 * t, axis=1) for t in range(9)]).astype(np.uint8), 25)
+        for q in FRESH_QUALITIES:
+            data = encode_video(model, video, q).data
+            stream = root / f"fresh_{w}x{h}_q{q}.gnvc"
+            stream.write_bytes(data)
+            frames: list = []
+            res = decode_stream(model, io.BytesIO(data), frames.append, steps=0)
+            jobs[f"fresh {w}x{h} q{q}"] = (str(model_dir), str(stream))
+            expected[f"fresh {w}x{h} q{q}"] = (res.latents_sha256, np.stack(frames))
+    return jobs, expected
+
+
+def compare(results: dict[str, dict], expected: dict[str, tuple]) -> list[dict]:
+    """One row per stream: decoded at all, latents identical, max pixel difference (levels)."""
+    import numpy as np
+
+    rows = []
+    for name, (latents_sha, frames) in expected.items():
+        r = results[name]
+        diff = int(np.abs(np.load(r["frames"]).astype(int) - frames.astype(int)).max()) if r["ok"] else None
+        rows.append(
+            {"stream": name, "decoded": r["ok"], "latents_equal": bool(r["ok"] and r["latents_sha256"] == latents_sha),
+             "max_pixel_diff": diff, "error": r.get("error", "")}
+        )  # fmt: skip
+    return rows

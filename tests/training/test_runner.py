@@ -33,6 +33,7 @@ def _train(
     *,
     crash_at: int | None = None,
     log_dir: Path | None = None,
+    export_dir: Path | None = None,
 ) -> tuple[Refiner, Trainer]:
     refiner = Refiner.from_config(refiner_cfg, seed=0)
     params = refiner.set_tuning("full")
@@ -46,7 +47,9 @@ def _train(
         seed=7,
         progress=False,
     )
-    trainer = Trainer("prior", {"refiner": refiner}, params, cfg, run_dir=run_dir, log_dir=log_dir)
+    trainer = Trainer(
+        "prior", {"refiner": refiner}, params, cfg, run_dir=run_dir, log_dir=log_dir, export_dir=export_dir
+    )
     stream = trainer.stream("latents", lambda: _latent_batches(3))
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
@@ -134,3 +137,24 @@ def test_non_finite_loss_stops_the_run(refiner_cfg: dict[str, Any], tmp_path: Pa
     trainer = Trainer("x", {"r": refiner}, refiner.set_tuning("full"), cfg, run_dir=tmp_path)
     with pytest.raises(FloatingPointError):
         trainer.fit(lambda tr: {"loss": torch.tensor(float("nan"), requires_grad=True)})
+
+
+def test_exported_checkpoint_resumes_on_another_machine(refiner_cfg, tmp_path):
+    """The bf16 export (what gets committed) resumes a run whose run_dir is gone, at the same step."""
+    export = tmp_path / "checkpoints" / "prior"
+    with pytest.raises(Interrupted):
+        _train(refiner_cfg, tmp_path / "run_a", 8, crash_at=7, export_dir=export)
+    meta = json.loads((export / "trainer.json").read_text())
+    assert meta["step"] == 6  # the last checkpoint (every 3 steps)
+    from safetensors.torch import load_file
+
+    state = load_file(str(export / STATE_NAME))
+    floats = [v for v in state.values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.bfloat16 for v in floats)  # small enough to commit
+    # A fresh machine: empty run_dir, only the export.
+    resumed, trainer = _train(refiner_cfg, tmp_path / "run_b", 8, export_dir=export)
+    assert trainer.resumed_from == 6 and trainer.step == 8
+    straight, _ = _train(refiner_cfg, tmp_path / "run_c", 8)
+    # Resumed from bf16 weights and moments: close to the straight run, not bit-identical.
+    for a, b in zip(resumed.parameters(), straight.parameters()):
+        assert torch.allclose(a, b, atol=2e-2, rtol=0.05)
