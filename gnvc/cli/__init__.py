@@ -40,6 +40,9 @@ def _register() -> None:
 
     cli.add_command(metrics)
     cli.add_command(evaluate)  # "gnvc eval"
+    from gnvc.cli.cache import cache
+
+    cli.add_command(cache)
 
 
 _register()

@@ -65,7 +65,8 @@ def encode(
     with open_video(input_path, size=parse_size(size) if size else None, fps=fps, max_frames=max_frames) as reader:
         model = load_model(weights, profile).to(dev)
         info = reader.info
-        n = info.num_frames if max_frames is None or info.num_frames is None else min(info.num_frames, max_frames)
+        # The reader stops at the input's end (or --frames); a container's own frame count can be
+        # wrong, so the header's count is the number of frames actually read (patched at the end).
         box = {}
         bar = sys.stderr.isatty()
 
@@ -73,7 +74,7 @@ def encode(
             with open(path, "wb") as f:
                 box["r"] = encode_stream(
                     model, reader, f, width=info.width, height=info.height, fps=info.fps, quality=quality,
-                    num_frames=n, intra_period=intra_period, t_n=t_n, steps=steps, seed=seed, progress=bar,
+                    num_frames=None, intra_period=intra_period, t_n=t_n, steps=steps, seed=seed, progress=bar,
                 )  # fmt: skip
 
         atomic_output(output, write)

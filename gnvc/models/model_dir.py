@@ -32,6 +32,7 @@ from gnvc.models.vae import VideoVAE
 
 INDEX_NAME = "model_index.json"
 DEFAULT_MODELS_ROOT = Path("models")
+RELEASES_ROOT = Path(__file__).resolve().parents[2] / "weights"  # trained releases in the repository
 
 
 def _hash_module(h: hashlib._Hash, name: str, module: nn.Module) -> None:
@@ -155,8 +156,22 @@ class GnvcModel(nn.Module):
         self._hash = None
 
 
+def shipped_releases() -> dict[str, Path]:
+    """``{profile: directory}`` of the trained releases in the repository's ``weights/`` folder."""
+    out: dict[str, Path] = {}
+    if RELEASES_ROOT.is_dir():
+        for index in sorted(RELEASES_ROOT.glob(f"*/{INDEX_NAME}")):
+            try:
+                out.setdefault(str(json.loads(index.read_text())["profile"]["name"]), index.parent)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a readable model directory: never picked by default
+    return out
+
+
 def resolve_weights(weights: str | Path | None, profile: str | None = None) -> Path:
-    """The model directory to use: ``weights`` if given, else ``models/<profile>/``, else a clear error."""
+    """The model directory to use: ``weights`` if given; else ``models/<profile>/`` (what the
+    pipeline trained); else the shipped release of that profile (``weights/<name>/``); with no
+    profile, ``models/tiny/`` or else the shipped release. A clear error when there is none."""
     if weights is not None:
         path = Path(weights)
         if not (path / INDEX_NAME).is_file():
@@ -164,12 +179,18 @@ def resolve_weights(weights: str | Path | None, profile: str | None = None) -> P
         return path
     name = profile or "tiny"
     path = DEFAULT_MODELS_ROOT / name
-    if not (path / INDEX_NAME).is_file():
-        raise WeightsError(
-            f"no weights for profile {name!r}: {path}/ does not exist; pass --weights DIR, "
-            f"train it with `dvc repro`, or create an untrained one with `gnvc model init --profile {name} -o DIR`"
-        )
-    return path
+    if (path / INDEX_NAME).is_file():
+        return path
+    releases = shipped_releases()
+    if profile in releases:
+        return releases[profile]
+    if profile is None and releases:
+        return next(iter(releases.values()))
+    raise WeightsError(
+        f"no weights for profile {name!r}: {path}/ does not exist and no release of it ships in {RELEASES_ROOT}/; "
+        f"pass --weights DIR, train it with `dvc repro`, or create an untrained one with "
+        f"`gnvc model init --profile {name} -o DIR`"
+    )
 
 
 def load_model(weights: str | Path | None, profile: str | None = None) -> GnvcModel:

@@ -131,30 +131,48 @@ def test_converted_kernels_are_the_pickle_transposed():
     assert torch.equal(state["12.weight"], torch.from_numpy(k.transpose(3, 2, 0, 1).copy()))
 
 
-def test_stock_lpips_works_offline_after_seeding(tmp_path, natural_images):
-    """The seeded torch hub cache lets unmodified ``lpips.LPIPS(net='alex')`` build offline."""
+def test_stock_lpips_builds_from_gnvc_hub_without_touching_torch_hub(natural_images):
+    """Unmodified ``lpips.LPIPS(net='alex')`` builds offline inside ``offline_torchvision_backbones``.
+
+    The checkpoints live in gnvc's own cache; torch hub's directory stays empty and its setting is
+    restored afterwards.
+    """
     import lpips
 
-    written = W.seed_torch_hub(tmp_path)
-    assert {p.name for p in written} == set(W.HUB_FILENAMES.values())
-    assert W.seed_torch_hub(tmp_path) == []  # an existing checkpoint is never replaced
+    user_hub = Path(torch.hub.get_dir())
     previous = getattr(torch.hub, "_hub_dir", None)
-    torch.hub.set_dir(str(tmp_path))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torchvision: "pretrained is deprecated"
-            stock = lpips.LPIPS(net="alex", verbose=False).eval()
-    finally:
-        torch.hub._hub_dir = previous
+    with W.offline_torchvision_backbones() as hub, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision: "pretrained is deprecated"
+        assert hub == W.cache_dir() / "torch_hub" and Path(torch.hub.get_dir()) == hub
+        stock = lpips.LPIPS(net="alex", verbose=False).eval()
+    assert getattr(torch.hub, "_hub_dir", None) == previous
+    assert not user_hub.exists() or not any(user_hub.rglob("*"))
     a, b = natural_images[1], distortions(natural_images[1])[2]
     x = torch.from_numpy(np.stack([a])).permute(0, 3, 1, 2).float() / 255
     y = torch.from_numpy(np.stack([b])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         expected = stock(x, y, normalize=True).item()
     assert lpips_distance(a[None], b[None], net="alex")[0] == pytest.approx(expected, abs=1e-6)
-    full = torch.load(tmp_path / "checkpoints" / W.HUB_FILENAMES["alexnet"], weights_only=True)
+    full = torch.load(hub / "checkpoints" / W.HUB_FILENAMES["alexnet"], weights_only=True)
     assert torch.isnan(full["classifier.1.weight"]).all()  # classification with it fails loudly
-    assert (tmp_path / "checkpoints" / (W.HUB_FILENAMES["alexnet"] + W.SEEDED_SUFFIX)).is_file()
+
+
+def test_offline_backbones_restore_hub_dir_on_error():
+    previous = getattr(torch.hub, "_hub_dir", None)
+    with pytest.raises(RuntimeError, match="boom"), W.offline_torchvision_backbones():
+        raise RuntimeError("boom")
+    assert getattr(torch.hub, "_hub_dir", None) == previous
+
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("GNVC_CACHE", str(tmp_path / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert W.cache_dir() == tmp_path / "own"
+    monkeypatch.delenv("GNVC_CACHE")
+    assert W.cache_dir() == tmp_path / "xdg" / "gnvc"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert W.cache_dir() == tmp_path / "home" / ".cache" / "gnvc"
 
 
 def test_weights_pickle_with_code_is_refused(tmp_path):
