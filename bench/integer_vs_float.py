@@ -100,6 +100,18 @@ def main() -> None:
                 )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - reported: e.g. non-monotonic curves of an untrained model
                 per_clip[name][metric] = f"n/a ({e})"
+    # Point by point at the same quality index (defined even where an RD curve is not monotonic, as
+    # with a model whose quality the VAE caps): rate change and PSNR change of integer vs float.
+    by_key = {(p["clip"], p["quality"], p["kind"]): p for p in rows}
+    pairs = [(by_key[(c, q, "float")], by_key[(c, q, "integer")]) for (c, q, k) in by_key if k == "float"]
+    matched = {
+        "rate_change_pct_mean": float(np.mean([100 * (i["bpp"] / f["bpp"] - 1) for f, i in pairs])),
+        "rate_change_pct_abs_mean": float(np.mean([abs(100 * (i["bpp"] / f["bpp"] - 1)) for f, i in pairs])),
+        "psnr_rgb_change_db_mean": float(np.mean([i["psnr_rgb"] - f["psnr_rgb"] for f, i in pairs])),
+        "psnr_latent_change_db_mean": float(np.mean([i["psnr_latent"] - f["psnr_latent"] for f, i in pairs])),
+        "points": len(pairs),
+    }
+    print("same quality index, integer vs float: " + ", ".join(f"{k}={v:.3f}" for k, v in matched.items()))
     mean = {}
     for metric in ("psnr_latent", "psnr_rgb"):
         vals = [v[metric] for v in per_clip.values() if isinstance(v[metric], float)]
@@ -113,7 +125,7 @@ def main() -> None:
     Console().print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     out = {"weights": str(args.weights), "profile": model.name, "bd_rate_mean": mean, "per_clip": per_clip,
-           "points": rows}  # fmt: skip
+           "same_quality": matched, "points": rows}  # fmt: skip
     args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 

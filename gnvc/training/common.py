@@ -21,6 +21,10 @@ from gnvc.training.runner import TrainConfig, Trainer, fingerprint
 
 DEFAULT_CLIPS_MANIFEST = "data/clips/manifest.json"
 DEFAULT_LATENTS_MANIFEST = "data/latents/manifest.json"
+VOLATILE_KEYS = frozenset({
+    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir",
+    "log_dir", "run_dir", "frames", "batch_size", "image_batch_size", "image_steps", "crop", "stats_batches",
+})  # fmt: skip
 
 
 def stage_section(params: dict[str, Any], name: str) -> dict[str, Any]:
@@ -54,6 +58,18 @@ def load_previous(path: Path, stage: str) -> GnvcModel:
         raise WeightsError(f"stage {stage!r} needs the previous stage's model directory: {e}") from None
 
 
+def stage_fingerprint(params: dict[str, Any], section: dict[str, Any]) -> str:
+    """The config fingerprint a stage's checkpoints resume under (see :class:`Trainer`).
+
+    Keys that change the schedule or the data shape but not the model or the optimiser are left
+    out: extending ``steps``, logging less often or moving to longer clips (a curriculum) resumes
+    the run instead of starting it over, so hours of training add up. Architecture, losses and the
+    learning rate stay fingerprinted.
+    """
+    kept = {k: v for k, v in section.items() if k not in VOLATILE_KEYS}
+    return fingerprint({"profile": profile_name(params), "section": kept})
+
+
 def make_trainer(
     name: str,
     params: dict[str, Any],
@@ -65,12 +81,7 @@ def make_trainer(
     cfg = TrainConfig.from_params(section)
     run_dir = stage_path(params, section, "run_dir", f"build/{{profile}}/runs/{name}")
     log_dir = stage_path(params, section, "log_dir", f"reports/train/{name}")
-    # Keys that do not change what is being trained: extending `steps` or changing how often it
-    # logs must resume the run, not start it over (hours of training add up).
-    volatile = {"steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir"}
-    fp = fingerprint(
-        {"profile": profile_name(params), "section": {k: v for k, v in section.items() if k not in volatile}}
-    )
+    fp = stage_fingerprint(params, section)
     export = section.get("export_dir")
     export_dir = stage_path(params, section, "export_dir", "") if export else None
     return Trainer(

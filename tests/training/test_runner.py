@@ -158,3 +158,15 @@ def test_exported_checkpoint_resumes_on_another_machine(refiner_cfg, tmp_path):
     # Resumed from bf16 weights and moments: close to the straight run, not bit-identical.
     for a, b in zip(resumed.parameters(), straight.parameters()):
         assert torch.allclose(a, b, atol=2e-2, rtol=0.05)
+
+
+def test_fingerprint_ignores_schedule_and_data_shape_but_not_the_model():
+    """Extending steps or moving to longer clips resumes a run; another lr or profile starts over."""
+    from gnvc.training.common import stage_fingerprint
+
+    params = {"profile": "tiny", "seed": 0}
+    base = {"lr": 1e-3, "steps": 100, "frames": 5, "batch_size": 2, "log_every": 10}
+    fp = stage_fingerprint(params, base)
+    assert stage_fingerprint(params, {**base, "steps": 5000, "frames": 17, "batch_size": 1, "log_every": 50}) == fp
+    assert stage_fingerprint(params, {**base, "lr": 3e-4}) != fp
+    assert stage_fingerprint({**params, "profile": "base"}, base) != fp
