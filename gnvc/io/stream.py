@@ -16,6 +16,7 @@ then, so a long run does not fail after minutes of work on an input it could hav
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import shutil
@@ -96,7 +97,7 @@ def _past_end(path: Path, start: int, total: int) -> InputError:
 # Readers
 
 
-class FrameReader:
+class FrameReader(abc.ABC):
     """An iterator of RGB uint8 (H, W, 3) frames and a context manager that releases the file.
 
     Iterating is single-pass, as the underlying file is read sequentially; the file is released
@@ -115,11 +116,11 @@ class FrameReader:
         self._done = False
         self._closed = False
 
+    @abc.abstractmethod
     def _generate(self) -> Iterator[np.ndarray]:
         """Yield frames from ``start`` on; the base class applies ``max_frames``."""
-        raise NotImplementedError
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 - an optional hook: readers without handles keep it
         """Close the file or container; must be idempotent."""
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -492,16 +493,17 @@ def check_output_path(path: str | Path) -> None:
             raise InputError(f"{path}: this PyAV/FFmpeg has no libx264 encoder ({e}); write .y4m instead") from None
 
 
-class _Sink:
+class _Sink(abc.ABC):
     """Writes frames of one format to the temporary path; :class:`FrameWriter` publishes it."""
 
+    @abc.abstractmethod
     def write(self, frame: np.ndarray) -> None:
-        raise NotImplementedError
+        """Append one RGB uint8 (H, W, 3) frame."""
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027 - an optional hook
         """Complete the file (trailer, flush) so it can be published."""
 
-    def discard(self) -> None:
+    def discard(self) -> None:  # noqa: B027 - an optional hook
         """Release handles without completing; the temporary is removed by the writer."""
 
 

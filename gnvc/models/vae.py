@@ -114,13 +114,10 @@ def _conv_count(vae: AutoencoderKLWan, part: str) -> int:
     return sum(isinstance(m, WanCausalConv3d) for m in getattr(vae, part).modules())
 
 
-class StreamEncoder:
-    """The causal VAE encoder run chunk by chunk with its own feature cache (bounded memory).
+class _CausalStream:
+    """A feature cache of its own for one part (``encoder``/``decoder``) of the causal VAE."""
 
-    Exactly what ``AutoencoderKLWan._encode`` computes for a whole clip — first frame alone, then
-    four frames per latent — but one chunk at a time, so a video of any length is encoded holding
-    one chunk. ``reset()`` starts a new causal segment (the next chunk must be a single frame).
-    """
+    part = ""
 
     def __init__(self, vae: VideoVAE) -> None:
         if vae.vae.config.get("patch_size") is not None:
@@ -129,8 +126,20 @@ class StreamEncoder:
         self.reset()
 
     def reset(self) -> None:
-        self._cache: list = [None] * _conv_count(self.vae.vae, "encoder")
+        """Start a new causal segment: the next chunk is a segment's first."""
+        self._cache: list = [None] * _conv_count(self.vae.vae, self.part)
         self.first = True
+
+
+class StreamEncoder(_CausalStream):
+    """The causal VAE encoder run chunk by chunk with its own feature cache (bounded memory).
+
+    Exactly what ``AutoencoderKLWan._encode`` computes for a whole clip — first frame alone, then
+    four frames per latent — but one chunk at a time, so a video of any length is encoded holding
+    one chunk. ``reset()`` starts a new causal segment (the next chunk must be a single frame).
+    """
+
+    part = "encoder"
 
     @torch.no_grad()
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -145,18 +154,10 @@ class StreamEncoder:
         return (mu - self.vae.mean) / self.vae.std
 
 
-class StreamDecoder:
+class StreamDecoder(_CausalStream):
     """The causal VAE decoder run latent by latent with its own feature cache (bounded memory)."""
 
-    def __init__(self, vae: VideoVAE) -> None:
-        if vae.vae.config.get("patch_size") is not None:
-            raise WeightsError("streaming needs a Wan2.1-style VAE (patch_size None)")
-        self.vae = vae
-        self.reset()
-
-    def reset(self) -> None:
-        self._cache: list = [None] * _conv_count(self.vae.vae, "decoder")
-        self.first = True
+    part = "decoder"
 
     @torch.no_grad()
     def push(self, latent: torch.Tensor) -> torch.Tensor:
