@@ -11,8 +11,6 @@ gains indexed by the quality index (higher index, higher rate).
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,17 +26,6 @@ from gnvc.errors import WeightsError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-@contextmanager
-def _timed(timings: dict[str, float] | None, name: str):
-    """Accumulate wall time of a codec stage into ``timings`` (for benchmarks); no-op when None."""
-    if timings is None:
-        yield
-        return
-    t0 = time.perf_counter()
-    yield
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
 
 @dataclass
@@ -247,7 +234,7 @@ class ContextualLatentCodec(CompressionModel):
 
     @torch.no_grad()
     def compress(
-        self, latents: torch.Tensor, quality: int, intra_period: int = 0, timings: dict[str, float] | None = None
+        self, latents: torch.Tensor, quality: int, intra_period: int = 0
     ) -> tuple[CompressedLatents, torch.Tensor, torch.Tensor]:
         """Code a whole sequence (batch 1) as one P-chain (an I-frame every ``intra_period`` frames;
         0: only the first). Returns the streams and the decoder's latents and contexts (float)."""
@@ -260,24 +247,20 @@ class ContextualLatentCodec(CompressionModel):
         for t in range(latents.shape[2]):
             if intra_period and t % intra_period == 0:
                 ctx = None
-            with _timed(timings, "code_frame"):
-                strings, l_int, ctx = self.code_frame(latents[:, :, t], quality, ctx)
+            strings, l_int, ctx = self.code_frame(latents[:, :, t], quality, ctx)
             out.frames.append(strings)
             frames_hat.append(from_fixed(l_int))
             contexts.append(from_fixed(ctx))
         return out, torch.stack(frames_hat, 2), torch.stack(contexts, 2)
 
     @torch.no_grad()
-    def decompress(
-        self, data: CompressedLatents, intra_period: int = 0, timings: dict[str, float] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def decompress(self, data: CompressedLatents, intra_period: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Streams → (latents_hat (1, C, F, h, w), contexts (1, C_ctx, F, h, w)), bit-exact with compress."""
         frames_hat, contexts, ctx = [], [], None
         for t, strings in enumerate(data.frames):
             if intra_period and t % intra_period == 0:
                 ctx = None
-            with _timed(timings, "decode_frame"):
-                l_int, ctx = self.decode_frame(strings, data.size, data.quality, ctx)
+            l_int, ctx = self.decode_frame(strings, data.size, data.quality, ctx)
             frames_hat.append(from_fixed(l_int))
             contexts.append(from_fixed(ctx))
         return torch.stack(frames_hat, 2), torch.stack(contexts, 2)
