@@ -75,10 +75,16 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         path = Path(str(src))
         if (path / "transformer" / "config.json").is_file():
             path = path / "transformer"
+        # Release the placeholder DiT first: at Wan2.1 size both would need 2 x 5.7 GB at once.
+        refiner.transformer.to("meta")
         transformer = load_transformer(path)
         adapter_cfg = model.profile["refiner"].get("adapter")
         refiner.transformer = transformer
-        refiner.with_adapter(adapter_cfg)
+        # The fresh adapter is drawn from the stage's seed, not from whatever the global RNG holds:
+        # the same import gives the same weights hash (it is written into every bitstream).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(section["seed"]))
+            refiner.with_adapter(adapter_cfg)
         if section.get("null_text_path"):
             length, dim = refiner.null_text.shape
             refiner.null_text = import_null_text(
