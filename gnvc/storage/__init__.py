@@ -40,10 +40,10 @@ def open_store(url: str, **options: Any) -> ArtifactStore:
     return LocalStore(url.removeprefix("file://"))
 
 
-def store_from_params(section: dict[str, Any] | None, **overrides: Any) -> ArtifactStore:
-    """The store the ``storage:`` section describes (``GNVC_STORE_URL`` overrides its ``url``)."""
+def store_from_params(section: dict[str, Any] | None, *, url: str | None = None, **overrides: Any) -> ArtifactStore:
+    """The store the ``storage:`` section describes at ``url`` (else ``GNVC_STORE_URL``, else its ``url``)."""
     s = dict(section or {})
-    url = os.environ.get("GNVC_STORE_URL") or str(s.get("url") or "artifacts")
+    url = url or os.environ.get("GNVC_STORE_URL") or str(s.get("url") or "artifacts")
     if not url.startswith("s3://"):
         return open_store(url)
     opts: dict[str, Any] = {
@@ -51,6 +51,7 @@ def store_from_params(section: dict[str, Any] | None, **overrides: Any) -> Artif
         "region": s.get("region") or None,
         "multipart_threshold": int(float(s.get("multipart_threshold_mb", 8)) * MiB),
         "part_size": int(float(s.get("part_size_mb", 8)) * MiB),
+        "max_concurrency": int(s.get("max_concurrency", 4)),
         "retry": RetryPolicy.from_dict(s.get("retry")),
         "create_bucket": bool(s.get("create_bucket", False)),
     }

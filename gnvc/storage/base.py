@@ -4,32 +4,28 @@ Guarantees every backend keeps (and the tests check on a real S3 server):
 - **Checksums verified on read.** Every object is stored with the SHA-256 of its bytes; a read
   recomputes it and raises :class:`IntegrityError` on a mismatch, so a corrupted or truncated
   download never reaches a training run. The local file appears only after the check passes.
-- **Atomic publish.** An object is visible under its final key only once it is complete (a
-  temporary name then a rename locally; S3's single PUT / CompleteMultipartUpload remotely). A
+- **Atomic publish.** An object is visible under its final key only once it is complete and
+  checked (a temporary name then a rename locally; a staging key then a server-side copy on S3). A
   directory is published file by file, then an index (``_gnvc_index.json``) listing every file
   with its hash is written *last*: a directory without its index is incomplete and is never read.
 - **Retries with backoff** on transient failures (connection refused/reset, timeouts, 5xx,
-  throttling): exponential, jittered, bounded in attempts and total time; when they run out the
-  error says what failed, where, and that nothing was published under the key.
+  throttling): exponential, jittered, bounded in attempts and total time (:class:`RetryPolicy`);
+  when they run out the error says what failed, where, and that nothing was published under the key.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import tempfile
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gnvc.errors import GnvcError
 
 INDEX_NAME = "_gnvc_index.json"
-T = TypeVar("T")
 
 
 class StorageError(GnvcError):
@@ -53,50 +49,22 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, bounded by ``attempts`` and ``deadline_s``."""
+    """How hard a remote store tries: ``attempts`` per request (botocore's ``standard`` retry mode:
+    exponential backoff with jitter on connection errors, timeouts, 5xx and throttling), and
+    ``deadline_s`` for a whole operation (an upload's every part, its copy, its checks)."""
 
     attempts: int = 5
-    base_delay_s: float = 0.2
-    max_delay_s: float = 5.0
     deadline_s: float = 120.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> RetryPolicy:
+        """From ``storage.retry``; ``base_delay_s``/``max_delay_s`` (gnvc ≤ 0.2's own backoff) are
+        accepted and ignored: botocore's standard mode sets the backoff now."""
         d = d or {}
         return cls(
             attempts=max(1, int(d.get("attempts", cls.attempts))),
-            base_delay_s=float(d.get("base_delay_s", cls.base_delay_s)),
-            max_delay_s=float(d.get("max_delay_s", cls.max_delay_s)),
             deadline_s=float(d.get("deadline_s", cls.deadline_s)),
         )
-
-    def call(
-        self,
-        fn: Callable[[], T],
-        *,
-        what: str,
-        retryable: Callable[[BaseException], bool],
-        describe: Callable[[BaseException], str] = str,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> T:
-        """Call ``fn`` until it succeeds, a non-retryable error occurs, or the budget is spent."""
-        start = time.monotonic()
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except GnvcError:
-                raise
-            except Exception as e:  # noqa: BLE001 - classified just below
-                if not retryable(e):
-                    raise StorageError(f"{what}: {describe(e)}") from e
-                elapsed = time.monotonic() - start
-                delay = random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
-                if attempt == self.attempts or elapsed + delay > self.deadline_s:
-                    raise StorageError(
-                        f"{what}: failed after {attempt} attempt(s) over {elapsed:.1f} s ({describe(e)})"
-                    ) from e
-                sleep(delay)
-        raise AssertionError("unreachable")
 
 
 def check_key(key: str) -> str:

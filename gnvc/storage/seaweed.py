@@ -9,6 +9,7 @@ its ports is chosen explicitly and bound to 127.0.0.1; telemetry, WebDAV and the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -108,7 +109,12 @@ class SeaweedS3:
             "GNVC_S3_ENDPOINT_URL": self.endpoint_url,
         }
 
-    def start(self, timeout_s: float = 60.0) -> SeaweedS3:
+    def start(self, timeout_s: float = 60.0, *, die_with_parent: bool = False) -> SeaweedS3:
+        """Start ``weed`` in its own process group and wait until S3 answers.
+
+        ``die_with_parent``: the kernel SIGTERMs ``weed`` when the thread that started it exits
+        (only for a long-lived main thread, as in :func:`main`; never from a helper thread).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         config.write_text(
@@ -138,7 +144,13 @@ class SeaweedS3:
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,  # noqa: PLW1509 - only prctl
+        )
         log.close()
         self._wait_ready(timeout_s)
         return self
@@ -196,24 +208,57 @@ class SeaweedS3:
         self.stop()
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies (even by SIGKILL)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler in :func:`main` so its ``finally`` stops the server (a
+    BaseException: the start-up wait's `except Exception` must not swallow it)."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m gnvc.storage.seaweed --dir D``: run a local S3 server until Ctrl+C."""
+    """``python -m gnvc.storage.seaweed --dir D``: run a local S3 server until Ctrl+C or SIGTERM.
+
+    The ``weed`` server runs in its own process group (a Ctrl+C in the terminal reaches only this
+    wrapper, which then stops it cleanly); SIGTERM, SIGHUP and SIGINT all stop it, and if this
+    wrapper is killed outright (SIGKILL) the kernel sends ``weed`` a SIGTERM (PR_SET_PDEATHSIG).
+    """
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--dir", required=True, help="data directory (persists across restarts)")
     ap.add_argument("--port", type=int, default=8333, help="S3 port; the other ports follow it")
     ap.add_argument("--access-key", default=os.environ.get("AWS_ACCESS_KEY_ID", "gnvc-access"))
     ap.add_argument("--secret-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY", "gnvc-secret-key"))
     a = ap.parse_args(argv)
-    server = SeaweedS3(a.dir, access_key=a.access_key, secret_key=a.secret_key, base_port=a.port).start()
-    print(f"S3 at {server.endpoint_url} (log: {server.log_path}); export:")
-    for k, v in server.env().items():
-        print(f"  export {k}={v}")
+
+    def stop_on_signal(signum: int, _frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    # Installed before the server starts: a SIGTERM during the start-up wait stops it too.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, stop_on_signal)
+    server = SeaweedS3(a.dir, access_key=a.access_key, secret_key=a.secret_key, base_port=a.port)
     try:
+        server.start(die_with_parent=True)
+        assert server.proc is not None
+        print(f"S3 at {server.endpoint_url} (weed pid {server.proc.pid}, log: {server.log_path}); export:")
+        for k, v in server.env().items():
+            print(f"  export {k}={v}")
+        sys.stdout.flush()
         while server.proc is not None and server.proc.poll() is None:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+            time.sleep(0.5)
+        if server.proc is not None:
+            raise StorageError(f"SeaweedFS exited with {server.proc.returncode}; see {server.log_path}")
+    except _Stop as e:
+        print(f"{e}: stopping SeaweedFS", file=sys.stderr)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the shutdown
         server.stop()
 
 
