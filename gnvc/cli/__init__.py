@@ -43,6 +43,9 @@ def _register() -> None:
     from gnvc.cli.cache import cache
 
     cli.add_command(cache)
+    from gnvc.cli.storage import storage
+
+    cli.add_command(storage)
 
 
 _register()

@@ -55,6 +55,24 @@ STAGING = ".gnvc-staging"  # bucket-root prefix of not-yet-published uploads (on
 AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken"}
 NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 log = logging.getLogger(__name__)
+# The bucket rules every gnvc bucket should carry (``gnvc storage mb`` sets them; the same JSON is
+# infra/s3/lifecycle.json): a crash mid-transfer leaves parts or a staging object, never for long.
+LIFECYCLE: dict[str, Any] = {
+    "Rules": [
+        {
+            "ID": "abort-incomplete-multipart-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        },
+        {
+            "ID": "expire-gnvc-staging",
+            "Status": "Enabled",
+            "Filter": {"Prefix": f"{STAGING}/"},
+            "Expiration": {"Days": 1},
+        },
+    ]
+}
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
