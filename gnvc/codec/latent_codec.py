@@ -112,13 +112,15 @@ class ContextualLatentCodec(CompressionModel):
         save_file(state, str(path / WEIGHTS_NAME))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> ContextualLatentCodec:
+    def from_pretrained(cls, path: str | Path, *, config: dict[str, Any] | None = None) -> ContextualLatentCodec:
+        """Load ``config.json`` + ``model.safetensors``; ``config``: the already validated config
+        (``gnvc.models.schema`` checks it; this package imports nothing from ``gnvc.models``)."""
         path = Path(path)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_file.is_file() or not w_file.is_file():
             raise WeightsError(f"{path}: no codec here (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            model = cls.from_config(json.loads(cfg_file.read_text()))
+            model = cls.from_config(config if config is not None else json.loads(cfg_file.read_text()))
             # CompressionModel.load_state_dict resizes the CDF-table buffers to the shipped tables.
             model.load_state_dict(load_file(str(w_file)))
         except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:

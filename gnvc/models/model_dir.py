@@ -28,6 +28,7 @@ from gnvc import __version__
 from gnvc.codec.latent_codec import ContextualLatentCodec
 from gnvc.errors import WeightsError
 from gnvc.models.profiles import load_profile, merge, validate_profile
+from gnvc.models.schema import file_digests, validate_model_dir
 from gnvc.models.vae import VideoVAE
 
 INDEX_NAME = "model_index.json"
@@ -87,29 +88,25 @@ class GnvcModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> GnvcModel:
+        """Load a model directory, validated first (:func:`gnvc.models.schema.validate_model_dir`):
+        no pickle, every config checked, tensor headers matched against the configs, and after
+        loading the tensors' hash compared with the index's ``weights_hash``."""
         path = Path(path)
-        index_file = path / INDEX_NAME
-        if not path.is_dir():
-            raise WeightsError(f"{path}: model directory not found (create one with `gnvc model init` or `dvc repro`)")
-        if not index_file.is_file():
-            raise WeightsError(f"{path}: not a gnvc model directory ({INDEX_NAME} is missing)")
-        try:
-            index = json.loads(index_file.read_text())
-            profile = index["profile"]
-        except (ValueError, KeyError) as e:
-            raise WeightsError(f"{index_file}: unreadable model index ({e})") from None
-        if index.get("_class_name") != "GnvcModel":
-            raise WeightsError(f"{index_file}: not a GnvcModel index")
+        spec = validate_model_dir(path)
         vae = VideoVAE.from_pretrained(path / "vae")
-        codec = ContextualLatentCodec.from_pretrained(path / "codec")
+        codec = ContextualLatentCodec.from_pretrained(path / "codec", config=spec.codec)
         refiner = None
-        if profile.get("refiner"):
-            if not (path / "refiner").is_dir():
-                raise WeightsError(f"{path}: profile {profile['name']!r} has a refiner but refiner/ is missing")
+        if spec.refiner is not None:
             from gnvc.refiner import Refiner
 
             refiner = Refiner.from_pretrained(path / "refiner")
-        return cls(profile, vae, codec, refiner).eval()
+        model = cls(spec.profile, vae, codec, refiner).eval()
+        if model.weights_hash.hex() != spec.weights_hash:
+            raise WeightsError(
+                f"{path / INDEX_NAME}: the loaded tensors hash to {model.weights_hash.hex()}, not the recorded "
+                f"weights_hash {spec.weights_hash} (the weights were changed after saving)"
+            )
+        return model
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write the directory atomically: a crash never leaves a half-written model under ``path``."""
@@ -128,6 +125,8 @@ class GnvcModel(nn.Module):
                 "gnvc_version": __version__,
                 "profile": self.profile,
                 "weights_hash": self.weights_hash.hex(),
+                # Per-file SHA-256: a tampered file is named before anything is loaded from it.
+                "files": file_digests(tmp),
             }
             (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
             if path.exists():

@@ -61,7 +61,7 @@ class VideoVAE(nn.Module):
         if not (path / "config.json").is_file():
             raise WeightsError(f"{path}: no VAE here (expected config.json and diffusion_pytorch_model.safetensors)")
         try:
-            vae = AutoencoderKLWan.from_pretrained(str(path), local_files_only=True)
+            vae = AutoencoderKLWan.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         except (OSError, ValueError, RuntimeError) as e:
             raise WeightsError(f"{path}: the VAE weights could not be loaded ({e})") from None
         return cls(vae)

@@ -357,6 +357,6 @@ def load_transformer(path: str | Path) -> WanTransformer3DModel:
     if not (path / "config.json").is_file():
         raise WeightsError(f"{path}: no WanTransformer3DModel here (config.json missing)")
     try:
-        return WanTransformer3DModel.from_pretrained(str(path), local_files_only=True)
+        return WanTransformer3DModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path}: the DiT weights could not be loaded ({e})") from None

@@ -382,7 +382,10 @@ class Trainer:
 
     def load_checkpoint(self, ckpt: str | Path) -> None:
         """Restore weights, optimizer, scheduler, RNG and data positions from a checkpoint."""
+        from gnvc.models.schema import validate_checkpoint
+
         ckpt = Path(ckpt)
+        validate_checkpoint(ckpt, self.modules)  # data only: checked before anything is restored
         meta = json.loads((ckpt / META_NAME).read_text())
         tensors = load_file(str(ckpt / STATE_NAME))
         # An exported checkpoint holds bf16 copies: back to each parameter's own dtype (float32).
