@@ -112,7 +112,15 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             clip_stream_factory(manifest, int(section.get("image_batch_size", 16)), int(section["seed"]) + 2, 1, crop),
         )
 
+    # The clip phase starts from the image VAE inflated in time (VideoVAE.inflate_temporal), once, at
+    # step ``image_steps`` (0: the fresh model); a run resumed past that step already has it.
+    inflated = False
+
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
+        nonlocal inflated
+        if tr.step == image_steps and not inflated and section.get("inflate_temporal", True):
+            vae.inflate_temporal()
+            inflated = True
         x = next(images if images is not None and tr.step < image_steps else clips).to(tr.device)
         eps = tr.randn(vae_latent_shape(x, vae.vae.config.z_dim))
         return vae_losses(
