@@ -170,6 +170,7 @@ def stage_result(trainer: Trainer, last: dict[str, float], model: GnvcModel, out
     return {
         **{f"train_{k}": v for k, v in last.items()},
         "steps": trainer.step,
+        "resumed_from": trainer.resumed_from or 0,  # the checkpoint's step this run continued from
         "seconds": round(time.perf_counter() - t0, 1),
         "weights_hash": weights_hash,
     }

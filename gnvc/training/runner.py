@@ -19,10 +19,14 @@ parameters and a ``step_fn(trainer) -> {name: scalar tensor}`` returning one mic
   weights and Adam moments in bf16, the same ``trainer.json`` — replaces ``export_dir/``. It is
   small enough to commit, so a long training adds up across machines and sessions: a run whose
   ``run_dir`` is empty resumes from the export (upcast to float32) when its fingerprint matches.
+  The swap is two renames (``export_dir`` → ``.NAME.old``, the new copy → ``export_dir``); a run
+  killed between them leaves only ``.NAME.old``, which the next run puts back before resuming.
 - **Mixed precision**: bf16 autocast on CUDA when ``amp`` (no loss scaling needed for bf16);
   float32 on CPU. **Gradient accumulation** over ``grad_accum`` micro-batches.
 - **Logging**: ``log_dir/metrics.tsv`` (one row per logged step, the format ``dvc plots`` reads),
-  ``log_dir/summary.json`` (final metrics, for ``dvc metrics``) and ``log_dir/loss.png``.
+  ``log_dir/summary.json`` (final metrics, for ``dvc metrics``) and ``log_dir/loss.png``. Each is
+  rewritten whole to a temporary and renamed, so a kill never truncates the log; a resumed run
+  drops the rows past its checkpoint and logs those steps again: every step appears once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -45,6 +50,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gnvc.errors import ConfigError
+from gnvc.faults import fault_point
+from gnvc.training.distributed import WorkerGroup, current_group
 
 STATE_NAME = "state.safetensors"
 META_NAME = "trainer.json"
@@ -101,9 +108,12 @@ def fingerprint(obj: Any) -> str:
 class DataStream:
     """An iterator that counts what it hands out, so a resumed run can fast-forward to the same item."""
 
-    def __init__(self, factory: Callable[[], Iterator[Any]], skip: int = 0) -> None:
+    def __init__(
+        self, factory: Callable[[], Iterator[Any]], skip: int = 0, select: Callable[[Any], Any] | None = None
+    ) -> None:
         self._factory = factory
         self._it = factory()
+        self._select = select  # a worker's share of each item (its rows of the global batch)
         self.consumed = 0
         for _ in range(skip):
             self.next()
@@ -115,7 +125,7 @@ class DataStream:
             self._it = self._factory()
             item = next(self._it)
         self.consumed += 1
-        return item
+        return item if self._select is None else self._select(item)
 
     __next__ = next
 
@@ -165,9 +175,13 @@ class Trainer:
         self._skip: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
         self.resumed_from: int | None = None
+        # Data-parallel worker group (gnvc.training.distributed), None in a single-process run.
+        self.group: WorkerGroup | None = current_group()
+        self.is_main = self.group is None or self.group.is_main
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
+        self._recover_export()
         if cfg.resume:
             self._try_resume()
 
@@ -184,7 +198,8 @@ class Trainer:
     def stream(self, name: str, factory: Callable[[], Iterator[Any]]) -> DataStream:
         """A named, resumable data stream (fast-forwarded to where the checkpoint left it)."""
         if name not in self.streams:
-            self.streams[name] = DataStream(factory, skip=self._skip.get(name, 0))
+            select = self.group.shard if self.group is not None else None
+            self.streams[name] = DataStream(factory, skip=self._skip.get(name, 0), select=select)
         return self.streams[name]
 
     def autocast(self) -> Any:
@@ -194,13 +209,18 @@ class Trainer:
 
     def randn(self, shape: tuple[int, ...] | torch.Size, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Training noise from the runner's generator (so it is part of the checkpointed state)."""
-        return torch.randn(tuple(shape), generator=self.generator, dtype=dtype).to(self.device)
+        return self._draw(lambda s: torch.randn(s, generator=self.generator, dtype=dtype), shape)
 
     def rand(self, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        return torch.rand(tuple(shape), generator=self.generator).to(self.device)
+        return self._draw(lambda s: torch.rand(s, generator=self.generator), shape)
 
     def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+        return self._draw(lambda s: torch.randint(0, high, s, generator=self.generator), shape)
+
+    def _draw(self, fn: Callable[[tuple[int, ...]], torch.Tensor], shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """Per-sample values (dim 0 is the batch); a worker keeps its rows of the global batch's draw."""
+        t = fn(tuple(shape)) if self.group is None else self.group.draw(fn, tuple(shape))
+        return t.to(self.device)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, step_fn: Callable[[Trainer], dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -212,13 +232,15 @@ class Trainer:
             total=cfg.steps,
             initial=self.step,
             desc=self.name,
-            disable=not cfg.progress,
+            disable=not cfg.progress or not self.is_main,
             dynamic_ncols=True,
             leave=False,
         )
         window: dict[str, list[float]] = {}
         last: dict[str, float] = {}
         t_start = time.perf_counter()
+        if self.group is not None:
+            self.group.start(self.step, self.modules)
         while self.step < cfg.steps:
             self.optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
@@ -231,6 +253,8 @@ class Trainer:
                 (loss / cfg.grad_accum).backward()
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+            if self.group is not None:  # gradients and logged losses of the global batch
+                sums = self.group.sync(self.optimizer, sums)
             if cfg.grad_clip > 0:
                 # Per parameter group: a group with its own objective (the entropy models' quantiles
                 # and their auxiliary loss) must not shrink the main group's gradients.
@@ -262,7 +286,7 @@ class Trainer:
     def _log(self, row: dict[str, float], seconds: float) -> None:
         entry = {"step": float(self.step), **row, "seconds": seconds}
         self.history.append(entry)
-        if self.log_dir is None:
+        if self.log_dir is None or not self.is_main:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         tsv = self.log_dir / "metrics.tsv"
@@ -271,7 +295,7 @@ class Trainer:
         rows.append(entry)
         keys = list(dict.fromkeys(k for r in rows for k in r))
         lines = ["\t".join(keys)] + ["\t".join(_fmt(r.get(k)) for k in keys) for r in rows]
-        tsv.write_text("\n".join(lines) + "\n")
+        _atomic_write_text(tsv, "\n".join(lines) + "\n")
 
     @staticmethod
     def _read_tsv(path: Path) -> list[dict[str, float]]:
@@ -288,11 +312,12 @@ class Trainer:
         return out
 
     def _write_summary(self, last: dict[str, float]) -> None:
-        if self.log_dir is None:
+        if self.log_dir is None or not self.is_main:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        summary = {"step": self.step, **{k: round(v, 6) for k, v in last.items()}}
-        (self.log_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        workers = self.group.world_size if self.group is not None else 1
+        summary = {"step": self.step, "workers": workers, **{k: round(v, 6) for k, v in last.items()}}
+        _atomic_write_text(self.log_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         rows = self._read_tsv(self.log_dir / "metrics.tsv")
         if rows:
             plot_losses(rows, self.log_dir / "loss.png", title=self.name)
@@ -303,8 +328,12 @@ class Trainer:
             return []
         return sorted(p for p in self.run_dir.glob("step-*") if (p / META_NAME).is_file())
 
-    def save_checkpoint(self) -> Path:
-        """Write ``run_dir/step-NNNNNNN`` atomically and prune old checkpoints."""
+    def save_checkpoint(self) -> Path | None:
+        """Write ``run_dir/step-NNNNNNN`` atomically and prune old checkpoints (rank 0 of a worker group
+        writes, every rank then reports it; the others return ``None``)."""
+        if self.group is not None and not self.is_main:
+            self.group.checkpoint_saved(None, self.step, self._last_logged())
+            return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tensors: dict[str, torch.Tensor] = {}
         for mname, module in self.modules.items():
@@ -344,11 +373,17 @@ class Trainer:
         (tmp / META_NAME).write_text(json.dumps(meta) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+        fault_point("checkpoint-saved", self.step)
         for old in self._checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
         if self.export_dir is not None:
             self._export(tensors, meta)
+        if self.group is not None:
+            self.group.checkpoint_saved(final, self.step, self._last_logged())
         return final
+
+    def _last_logged(self) -> dict[str, float]:
+        return {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
 
     def _export(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Replace ``export_dir`` with a bf16 copy of the checkpoint (floating tensors only)."""
@@ -359,17 +394,36 @@ class Trainer:
         tmp.mkdir(parents=True)
         save_file(small, str(tmp / STATE_NAME))
         (tmp / META_NAME).write_text(json.dumps({**meta, "history": meta["history"][-200:]}) + "\n")
+        fault_point("export-written", self.step)
+        self._recover_export()  # never delete the only complete copy below
         old = out.parent / f".{out.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             out.rename(old)
+        fault_point("export-swapped", self.step)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
+
+    def _recover_export(self) -> None:
+        """Put ``.NAME.old`` back as ``export_dir`` when a run died between the export's renames.
+
+        Without this the next export would delete ``.NAME.old`` — the only copy — and a machine
+        with an empty ``run_dir`` would start from scratch.
+        """
+        if self.export_dir is None or self.export_dir.exists():
+            return
+        old = self.export_dir.parent / f".{self.export_dir.name}.old"
+        if (old / META_NAME).is_file() and (old / STATE_NAME).is_file():
+            old.rename(self.export_dir)
+            tqdm.write(f"{self.name}: recovered {self.export_dir} from {old} (an earlier run died mid-export)")
 
     def _try_resume(self) -> None:
         candidates = self._checkpoints()
         if self.export_dir is not None and (self.export_dir / META_NAME).is_file():
             candidates.append(self.export_dir)
+        resume_dir = self.group.resume_dir if self.group is not None else None
+        if resume_dir is not None and (resume_dir / META_NAME).is_file():
+            candidates.append(resume_dir)  # the checkpoint Ray Train restored after a worker died
         step_of = {c: int(json.loads((c / META_NAME).read_text()).get("step", -1)) for c in candidates}
         # Newest first; at equal steps the full-precision run_dir copy wins over the bf16 export.
         for ckpt in sorted(candidates, key=lambda c: (step_of[c], c != self.export_dir), reverse=True):
@@ -423,6 +477,18 @@ class Trainer:
         self.streams = {}
         self.history = list(meta.get("history", []))
         self.resumed_from = self.step
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (temporary sibling + rename): a kill mid-write leaves the
+    previous version, never a truncated file that would lose or duplicate logged steps."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fmt(v: float | None) -> str:
