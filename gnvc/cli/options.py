@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from gnvc.errors import InputError
+from gnvc.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +22,60 @@ weights_option = click.option(
     default=None,
     help="Model directory (default: models/<profile>/).",
 )
+
+
+QUIET_KEY = "gnvc.quiet"
+
+
+def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    # ctx.meta is shared by the whole invocation (group and command), and only by it.
+    if value:
+        ctx.meta[QUIET_KEY] = True
+
+
+quiet_option = click.option(
+    "--quiet",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_quiet,
+    help="No progress bars and no status lines; errors are still printed.",
+)
+
+
+def add_quiet_options(group: click.Group) -> None:
+    """Give every command under ``group`` (subgroups included) a ``--quiet`` flag of its own."""
+    for command in group.commands.values():
+        if not any(p.name == "quiet" for p in command.params):
+            quiet_option(command)
+        if isinstance(command, click.Group):
+            add_quiet_options(command)
+
+
+def is_quiet() -> bool:
+    """Whether ``gnvc --quiet`` or ``gnvc COMMAND --quiet`` was given in the running invocation."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(QUIET_KEY))
+
+
+def show_progress() -> bool:
+    """Progress bars only for a person watching: stderr is a terminal and --quiet was not given."""
+    return not is_quiet() and sys.stderr.isatty()
+
+
+def status(message: str, *, err: bool = False) -> None:
+    """A status line (what was written, how long it took), silenced by --quiet."""
+    if not is_quiet():
+        click.echo(message, err=err)
+
+
+def check_quality(quality: int, weights_dir: Path) -> None:
+    """``quality`` against the model's range, read from its codec config (JSON only, nothing loaded)."""
+    from gnvc.models.schema import read_codec_config
+
+    n = read_codec_config(weights_dir)["num_qualities"]
+    if not 0 <= quality < n:
+        raise UsageError(f"--quality must be in 0..{n - 1} for the weights in {weights_dir}, got {quality}")
 
 
 def atomic_output(path: Path, write) -> None:

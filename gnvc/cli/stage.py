@@ -70,11 +70,56 @@ def load_params_with(params_path: Path, overrides: tuple[str, ...], *, required:
     show_default=True,
     help="Where the stage's metrics JSON (with its wall time) is written.",
 )
-def stage(name: str, params_path: Path, overrides: tuple[str, ...], metrics_dir: Path) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Training stages: data-parallel workers on Ray Train (the global batch stays batch_size). "
+    "1 runs in this process without Ray.",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="GPUs each Ray Train worker reserves and trains on (0: CPU workers, gloo).",
+)
+@click.option(
+    "--ray-storage",
+    default=None,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Where Ray Train keeps the reported checkpoints [default: build/<profile>/ray_train].",
+)
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Worker-group restarts (from the last checkpoint) after a worker dies.",
+)
+def stage(
+    name: str,
+    params_path: Path,
+    overrides: tuple[str, ...],
+    metrics_dir: Path,
+    workers: int,
+    gpus_per_worker: float,
+    ray_storage: str | None,
+    max_failures: int,
+) -> None:
     """Run pipeline stage NAME (prepare, vae, latents, prior, stage1, stage2, evaluate)."""
     from gnvc.stages.runner import run_stage
 
     params = load_params_with(params_path, overrides)
-    metrics = run_stage(name, params, metrics_dir=metrics_dir)
+    metrics = run_stage(
+        name,
+        params,
+        metrics_dir=metrics_dir,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        ray_storage=ray_storage,
+        max_failures=max_failures,
+    )
     shown = ", ".join(f"{k}={v}" for k, v in metrics.items() if k != "stage")
     click.echo(f"stage {name}: {shown}")

@@ -24,6 +24,7 @@ from gnvc.errors import ConfigError
 from gnvc.stages import STAGES
 
 DEFAULT_METRICS_DIR = Path("reports/stages")
+TRAINING_STAGES = ("vae", "prior", "stage1", "stage2")  # the stages `workers > 1` applies to
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -79,17 +80,39 @@ def run_stage(
     params: dict[str, Any],
     *,
     metrics_dir: str | Path | None = DEFAULT_METRICS_DIR,
+    workers: int = 1,
+    gpus_per_worker: float = 0.0,
+    cpus_per_worker: float | None = None,
+    ray_storage: str | None = None,
+    max_failures: int = 2,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Run stage ``name`` with ``params``; extra keyword arguments (e.g. ``map_fn`` for evaluate) are
-    passed on when the stage's ``run`` accepts them. Returns the stage's metrics plus ``wall_s``."""
+    passed on when the stage's ``run`` accepts them. Returns the stage's metrics plus ``wall_s``.
+
+    ``workers > 1`` trains a training stage data-parallel on Ray Train (:mod:`gnvc.training.ray_train`:
+    ``gpus_per_worker`` and ``cpus_per_worker`` each, checkpoints in ``ray_storage``, ``max_failures``
+    worker-group restarts); ``workers == 1`` runs it in this process and never imports Ray.
+    """
     module = stage_module(name)
+    if workers != 1 or gpus_per_worker:
+        from gnvc.training.ray_train import check_distributable, run_distributed
+
+        check_distributable(name, params, workers, gpus_per_worker)  # before Ray starts
+        t0 = time.perf_counter()
+        result = run_distributed(
+            name, params, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+            storage=ray_storage, max_failures=max_failures,
+        )  # fmt: skip
+        return record_metrics(name, result, time.perf_counter() - t0, metrics_dir)
     configure_threads()
     accepted = inspect.signature(module.run).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     extra = {k: v for k, v in kwargs.items() if takes_any or k in accepted}
     t0 = time.perf_counter()
     result = module.run(params, **extra)
+    if name in TRAINING_STAGES and isinstance(result, dict):
+        result = {**result, "workers": 1}  # the world size, as a multi-worker run records it
     return record_metrics(name, result, time.perf_counter() - t0, metrics_dir)
 
 

@@ -10,6 +10,13 @@ retried ``--retries`` times on a lost worker); ``latents`` is one task per clip 
 is where ``params.yaml``'s relative paths (data/, build/, models/) live: a filesystem every node
 mounts, since the job's own working directory is a temporary copy. ``--publish`` puts the data
 and the final model into the artifact store (``storage:`` in params.yaml, or ``--store``).
+
+``--train-workers N`` (N > 1) trains each training stage data-parallel on Ray Train from this
+driver (``gnvc stage NAME --workers N``, :mod:`gnvc.training.ray_train`): N workers with
+``--train-gpus`` GPUs (at most 1: a worker trains on one device) and ``--train-cpus`` CPUs each,
+the global batch unchanged, checkpoints in ``--ray-storage``, the group restarted from its last
+checkpoint up to ``--retries`` times. More GPUs for one stage means more workers, never one task
+holding GPUs it does not use.
 """
 
 from __future__ import annotations
@@ -60,12 +67,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--address", default="auto", help="Ray address (default: the cluster of `ray job submit`)")
     ap.add_argument("--train-gpus", type=float, default=1.0)
     ap.add_argument("--train-cpus", type=float, default=4.0)
+    ap.add_argument("--train-workers", type=int, default=1, help="data-parallel Ray Train workers per training stage")
+    ap.add_argument("--ray-storage", default=None, help="Ray Train checkpoints (default build/<profile>/ray_train)")
     ap.add_argument("--shard-cpus", type=float, default=1.0)
     ap.add_argument("--shard-gpus", type=float, default=0.0)
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a task whose worker died")
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--store", default=None, help="artifact store URL (overrides storage.url)")
     a = ap.parse_args(argv)
+    if a.train_workers < 1 or not 0 <= a.train_gpus <= 1:
+        sys.exit(
+            "error: --train-gpus is per training worker, in [0, 1] (a worker trains on one device), and "
+            "--train-workers ≥ 1: for N GPUs use --train-workers N --train-gpus 1"
+        )
 
     import ray
 
@@ -95,6 +109,13 @@ def main(argv: list[str] | None = None) -> None:
                 abort_latents(plan)
                 raise
             results[name] = record_metrics(name, finalize_latents(plan, shard_results), time.perf_counter() - t0)
+        elif name in TRAINING_STAGES and a.train_workers > 1:
+            from gnvc.stages.runner import run_stage as run_here
+
+            results[name] = run_here(
+                name, params, workers=a.train_workers, gpus_per_worker=a.train_gpus, cpus_per_worker=a.train_cpus,
+                ray_storage=a.ray_storage, max_failures=a.retries,
+            )  # fmt: skip
         else:
             training = name in TRAINING_STAGES
             opts = {"num_cpus": a.train_cpus if training else 1, "num_gpus": a.train_gpus if training else 0}

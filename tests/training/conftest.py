@@ -47,3 +47,7 @@ def refiner_cfg() -> dict[str, Any]:
 @pytest.fixture
 def test_profile() -> dict[str, Any]:
     return copy.deepcopy(TEST_PROFILE)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ray: starts Ray; runs only in a loopback-only network namespace")
