@@ -113,14 +113,21 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         )
 
     # The clip phase starts from the image VAE inflated in time (VideoVAE.inflate_temporal), once, at
-    # step ``image_steps`` (0: the fresh model); a run resumed past that step already has it.
-    inflated = False
+    # step ``image_steps`` (0: the fresh model), with fresh Adam moments and its own LR warm-up; a run
+    # resumed past that step already has both.
+    inflate = bool(section.get("inflate_temporal", True))
+    if image_steps > 0:
+        trainer.new_phase(image_steps, int(section.get("clip_warmup_steps", section.get("warmup_steps", 0))))
+    switched = False
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
-        nonlocal inflated
-        if tr.step == image_steps and not inflated and section.get("inflate_temporal", True):
-            vae.inflate_temporal()
-            inflated = True
+        nonlocal switched
+        if tr.step == image_steps and not switched:
+            if inflate:
+                vae.inflate_temporal()
+            if image_steps > 0:
+                tr.reset_optimizer()
+            switched = True
         x = next(images if images is not None and tr.step < image_steps else clips).to(tr.device)
         eps = tr.randn(vae_latent_shape(x, vae.vae.config.z_dim))
         return vae_losses(

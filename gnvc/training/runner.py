@@ -168,6 +168,7 @@ class Trainer:
         if not params:
             raise ConfigError(f"{name}: nothing to train (no parameter requires grad)")
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        self._phase: tuple[int, int] | None = None  # see new_phase()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step = 0
@@ -186,7 +187,33 @@ class Trainer:
             self._try_resume()
 
     # ------------------------------------------------------------------ helpers for step functions
+    def new_phase(self, start: int, warmup_steps: int) -> None:
+        """Declare that the objective changes at step ``start`` (e.g. the VAE's images → clips).
+
+        From ``start`` on the learning rate warms up again over ``warmup_steps`` (on top of the
+        schedule), and :meth:`reset_optimizer` should be called by the step function at ``start``.
+        Call it before :meth:`fit`, every run: it is derived from the config, not stored, so a
+        resumed run follows the same schedule.
+        """
+        self._phase = (int(start), max(1, int(warmup_steps)))
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimizer's moments: a new phase starts like a fresh Adam.
+
+        Adam's moments from the previous phase mis-scale the new one's first updates: a weight
+        that had no gradient before (a temporal tap that only ever saw padding) has a second moment
+        near 0 but a step count in the thousands, so bias correction no longer helps and its first
+        updates are several times the learning rate (the base VAE lost 5 dB in 50 steps that way).
+        """
+        self.optimizer.state.clear()
+
     def _lr_factor(self, step: int) -> float:
+        phase = self._phase
+        if phase is not None and phase[0] <= step < phase[0] + phase[1]:
+            return self._schedule(step) * (step - phase[0] + 1) / phase[1]
+        return self._schedule(step)
+
+    def _schedule(self, step: int) -> float:
         c = self.cfg
         if c.warmup_steps and step < c.warmup_steps:
             return (step + 1) / c.warmup_steps
