@@ -143,3 +143,52 @@ def test_vae_and_prior_import_read_it(tmp_path: Path) -> None:
     res = encode_video(model, clip, quality=1, steps=1)
     out = decode_video(model, res.data)
     assert out.frames.shape == clip.frames.shape
+
+
+def _bench_module() -> Any:
+    """bench/wan21_real_size.py, whose counting the memory model in docs/training.md rests on."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "wan21_real_size.py"
+    spec = importlib.util.spec_from_file_location("wan21_real_size", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("tuning", ["lora", "frozen"])
+def test_meta_counts_equal_cpu_counts(tuning: str) -> None:
+    """The saved-activation bytes counted on the meta device (how docs/training.md sizes
+    81×480×832 clips) equal the bytes a real CPU run saves, for a DiT evaluation and a VAE decode."""
+    from diffusers import AutoencoderKLWan
+
+    from gnvc.models.vae import VideoVAE
+    from gnvc.refiner import Refiner
+
+    bench = _bench_module()
+    cfg = {
+        "transformer": wan21.model_kwargs(SMALL_DIT),
+        "null_text": {"length": 8, "init": "zeros"},
+        "adapter": {"context_channels": 64, "hidden_dim": 16},
+    }
+    counts = []
+    for device in ("cpu", "meta"):
+        with torch.device(device):
+            refiner = Refiner.from_config(cfg)
+        refiner.set_tuning(tuning, {"rank": 4})
+        counter = bench.SavedBytes([refiner])
+        x = torch.randn(1, 16, 3, 8, 8, device=device)
+        ctx = torch.randn(1, 64, 3, 8, 8, device=device, requires_grad=True)
+        with bench.flash_sdpa(), counter():
+            refiner.velocity(x, torch.tensor([0.8], device=device), ctx)
+        counts.append(counter.total)
+    assert counts[0] == counts[1] > 0
+
+    vae_counts = []
+    for device in ("cpu", "meta"):
+        with torch.device(device):
+            vae = VideoVAE(AutoencoderKLWan(base_dim=8, num_res_blocks=1))
+        vae.requires_grad_(False)
+        vae_counts.append(bench._vae_decode_saved(vae, torch.randn(1, 16, 3, 4, 4, device=device)))
+    assert vae_counts[1] == pytest.approx(vae_counts[0], rel=0.01)
