@@ -7,6 +7,11 @@ Measured on this project's machines (shared/ENVIRONMENT.md), each rule below avo
   auth token (:func:`prefect_api`) — and hands its URL and token to every worker.
 - ``RayTaskRunner(address=None)`` silently attaches to whatever local cluster runs; ``"local"``
   forces a fresh one, in a temp dir of our own, with the dashboard and usage stats off.
+- A task asking for more than any node has (``--task-gpus 1`` on a CPU-only cluster) stays
+  PENDING forever: :func:`run_flow_on_ray` connects first and refuses such requests before a
+  single task is submitted (:func:`check_resources`).
+- A Prefect server this process starts is gone when the run ends, so its "View at http://…"
+  links would be dead: for such a server ``PREFECT_UI_URL`` is set empty and none is printed.
 - Analytics and telemetry are off everywhere (Prefect, Ray, DVC, boto3's metadata probe).
 """
 
@@ -26,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gnvc.errors import GnvcError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 OFFLINE_ENV = {
@@ -37,6 +44,10 @@ OFFLINE_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+# Never shipped to a remote cluster with the code (data, weights and outputs live on shared storage).
+WORKING_DIR_EXCLUDES = (".git", ".venv", "data", "build", "models", "reports", "artifacts", "checkpoints", ".dvc/cache")
+REPORT_RUNS_DIR = "reports/runs"  # a flow run's evaluation report: reports/runs/<run id>/
+
 # Passed on to Ray workers when set in the driver (credentials and endpoints included: a worker
 # that publishes to S3 needs the same ones).
 PROPAGATED_ENV = (
@@ -92,7 +103,7 @@ def prefect_api(timeout_s: float = 120.0) -> Iterator[str]:
     if url:
         yield url
         return
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
     port = _free_port()
     token = f"gnvc:{secrets.token_urlsafe(24)}"
@@ -122,7 +133,9 @@ def prefect_api(timeout_s: float = 120.0) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     try:
         _wait_http(f"{url}/health", timeout_s, proc, log.name)
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: token}):
+        # An empty UI URL: no "View at http://127.0.0.1:…" links to a server that stops with this run.
+        updates = {PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: token, PREFECT_UI_URL: ""}
+        with temporary_settings(updates=updates):
             yield url
     finally:
         drain_prefect_clients()
@@ -178,6 +191,7 @@ class RayOptions:
     threads_per_task: int = 1  # torch threads in each worker (GNVC_NUM_THREADS)
     working_dir: str | None = None  # ship this directory to a remote cluster (runtime_env)
     temp_dir: str | None = None
+    resource_wait_s: float = 0.0  # how long an autoscaling cluster may take to add a node that fits
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -197,14 +211,12 @@ def worker_env(opts: RayOptions) -> dict[str, str]:
     return env
 
 
-def ray_task_runner(opts: RayOptions) -> Any:
-    """A :class:`prefect_ray.RayTaskRunner` configured as :class:`RayOptions` says."""
-    from prefect_ray import RayTaskRunner
-
+def ray_init_kwargs(opts: RayOptions) -> dict[str, Any]:
+    """``ray.init`` keyword arguments for :class:`RayOptions` (the task runner's, and :func:`connect_ray`'s)."""
     runtime_env: dict[str, Any] = {"env_vars": worker_env(opts)}
     if opts.working_dir:
         runtime_env["working_dir"] = opts.working_dir
-        runtime_env["excludes"] = [".git", ".venv", "data", "build", "models", "reports", "artifacts", ".dvc/cache"]
+        runtime_env["excludes"] = list(WORKING_DIR_EXCLUDES)
     init_kwargs: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": True}
     if opts.address == "local":
         init_kwargs["include_dashboard"] = False
@@ -214,7 +226,25 @@ def ray_task_runner(opts: RayOptions) -> Any:
             init_kwargs["num_gpus"] = opts.num_gpus
         # Unix socket paths must stay short: a short private dir, never a stale shared one.
         init_kwargs["_temp_dir"] = opts.temp_dir or tempfile.mkdtemp(prefix="gnvc-ray-", dir="/tmp")
-    return RayTaskRunner(address=opts.address, init_kwargs=init_kwargs)
+    return init_kwargs
+
+
+def ray_task_runner(opts: RayOptions) -> Any:
+    """A :class:`prefect_ray.RayTaskRunner` configured as :class:`RayOptions` says (it reuses a
+    Ray this process already connected, e.g. by :func:`connect_ray`)."""
+    from prefect_ray import RayTaskRunner
+
+    return RayTaskRunner(address=opts.address, init_kwargs=ray_init_kwargs(opts))
+
+
+def connect_ray(opts: RayOptions) -> bool:
+    """Start or join the Ray of ``opts`` unless this process is connected already; True if it connected."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(address=opts.address, **ray_init_kwargs(opts))
+    return True
 
 
 def shutdown_ray() -> None:
@@ -223,6 +253,94 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+class ClusterResourceError(GnvcError):
+    """Tasks ask for more CPUs or GPUs than any node of the Ray cluster has (they would wait forever)."""
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What one kind of task asks Ray for; ``what`` names it and the options that set it."""
+
+    what: str
+    cpus: float
+    gpus: float = 0.0
+
+    def fits(self, node: dict[str, float]) -> bool:
+        return node.get("CPU", 0.0) >= self.cpus and node.get("GPU", 0.0) >= self.gpus
+
+    def bundle(self) -> dict[str, float]:
+        return {"CPU": self.cpus, **({"GPU": self.gpus} if self.gpus else {})}
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    """Total resources of every live node of the connected Ray cluster."""
+    import ray
+
+    return [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def unmet(requests: Iterable[TaskRequest], nodes: list[dict[str, float]]) -> list[TaskRequest]:
+    """The requests no single node can satisfy (a Ray task runs on one node)."""
+    return [r for r in requests if not any(r.fits(n) for n in nodes)]
+
+
+def check_resources(requests: Iterable[TaskRequest], *, wait_s: float = 0.0, poll_s: float = 2.0) -> None:
+    """Refuse task requests the connected cluster cannot run, before any task is submitted.
+
+    With ``wait_s`` > 0 (an autoscaling cluster whose GPU nodes start on demand), ask the autoscaler
+    for the missing bundles and wait that long for a node that fits; then refuse.
+    """
+    requests = list(requests)
+    missing = unmet(requests, alive_nodes())
+    if missing and wait_s > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[r.bundle() for r in missing])
+        deadline = time.monotonic() + wait_s
+        try:
+            while missing and time.monotonic() < deadline:
+                time.sleep(poll_s)
+                missing = unmet(missing, alive_nodes())
+        finally:
+            request_resources(bundles=[])  # the tasks themselves now keep the nodes busy
+    if missing:
+        nodes = alive_nodes()
+        biggest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+        asks = "; ".join(f"{r.what} asks for {r.cpus:g} CPU, {r.gpus:g} GPU" for r in missing)
+        waited = f" (waited {wait_s:g} s)" if wait_s > 0 else " (--resource-wait SECONDS for an autoscaling cluster)"
+        raise ClusterResourceError(
+            f"no node of the Ray cluster can run the tasks: {asks}; the largest of {len(nodes)} node(s) has "
+            f"{biggest.get('CPU', 0.0):g} CPU, {biggest.get('GPU', 0.0):g} GPU{waited}"
+        )
+
+
+def run_flow_on_ray(flow: Any, opts: RayOptions, requests: Iterable[TaskRequest], **parameters: Any) -> Any:
+    """Run a Prefect ``flow`` on Ray, the way every flow here runs.
+
+    One Prefect API for the driver and every worker (:func:`prefect_api`), Ray connected first so
+    impossible requests are refused before any task is submitted (:func:`check_resources`), the
+    flow on a :func:`ray_task_runner`, and the Ray this call connected shut down afterwards.
+    """
+    with prefect_api():
+        connected = connect_ray(opts)
+        try:
+            check_resources(requests, wait_s=opts.resource_wait_s)
+            return flow.with_options(task_runner=ray_task_runner(opts))(**parameters)
+        finally:
+            if connected:
+                shutdown_ray()
+
+
+def new_run_id() -> str:
+    """An id for this flow run's outputs: UTC time (sorts by start) and the Prefect flow run id's head."""
+    import uuid
+
+    from prefect.runtime import flow_run
+
+    run = str(flow_run.get_id() or uuid.uuid4())
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{run[:8]}"
 
 
 def ray_map(

@@ -4,9 +4,18 @@
 ``data/latents`` exactly as ``gnvc stage latents`` does (same plan, same per-shard function, same
 finalisation), with each shard a retried Ray task. On a multi-node cluster the data directories
 must be on a filesystem every node mounts (the shards are written where the plan says).
+Arguments: :mod:`flows.cli` (checked before Prefect and Ray are imported).
 """
 
+# ruff: noqa: E402 - the imports follow the early `__main__` exit on purpose (Prefect is slow to import)
 from __future__ import annotations
+
+if __name__ == "__main__":  # check the arguments before Prefect and Ray are imported (flows/cli.py)
+    import sys
+
+    from flows.cli import main
+
+    sys.exit(main("latents"))
 
 import time
 from typing import Any
@@ -14,7 +23,7 @@ from typing import Any
 from prefect import flow
 from prefect_ray.context import remote_options
 
-from flows.common import RayOptions, prefect_api, ray_task_runner, shutdown_ray
+from flows.common import RayOptions, TaskRequest, run_flow_on_ray
 from flows.tasks import encode_shard_task
 from gnvc.data.latents import abort_latents, finalize_latents, plan_latents
 from gnvc.stages.runner import record_metrics
@@ -48,20 +57,8 @@ def latents_flow(params: dict[str, Any], task_cpus: float = 1.0, task_gpus: floa
 
 
 def run_latents(params: dict[str, Any], opts: RayOptions | None = None) -> dict[str, Any]:
-    """Run :func:`latents_flow` on a Ray task runner with one Prefect API for all workers."""
+    """Run :func:`latents_flow` on Ray (:func:`flows.common.run_flow_on_ray`)."""
     opts = opts or RayOptions()
-    with prefect_api():
-        try:
-            runner = ray_task_runner(opts)
-            return latents_flow.with_options(task_runner=runner)(
-                params=params, task_cpus=opts.task_cpus, task_gpus=opts.task_gpus
-            )
-        finally:
-            if opts.address == "local":
-                shutdown_ray()
-
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    main(default_stages="latents")
+    shard = TaskRequest("an encode-shard task (--task-cpus/--task-gpus)", opts.task_cpus, opts.task_gpus)
+    return run_flow_on_ray(latents_flow, opts, [shard], params=params, task_cpus=opts.task_cpus,
+                           task_gpus=opts.task_gpus)  # fmt: skip

@@ -1,7 +1,8 @@
 """Entry point for ``ray job submit``: the pipeline's stages on a Ray cluster, without Prefect.
 
-    ray job submit --address http://HEAD:8265 --working-dir . \
-        --runtime-env-json '{"excludes": [".git", ".venv", "data", "build", "models", "reports"]}' \
+    export RAY_AUTH_MODE=token     # `ray start --head` turns token auth on: every client needs this
+    ray job submit --address http://127.0.0.1:8265 --working-dir . \
+        --runtime-env-json '{"excludes": [".git", ".venv", "data", "build", "models", "reports", "checkpoints"]}' \
         -- python infra/ray/train_job.py --workdir /mnt/shared/gnvc --stages vae,latents,prior,stage1,stage2 \
            --train-gpus 1 --publish
 
@@ -9,7 +10,10 @@ Each stage is a Ray task (training stages with ``--train-gpus`` GPUs and ``--tra
 retried ``--retries`` times on a lost worker); ``latents`` is one task per clip shard. ``--workdir``
 is where ``params.yaml``'s relative paths (data/, build/, models/) live: a filesystem every node
 mounts, since the job's own working directory is a temporary copy. ``--publish`` puts the data
-and the final model into the artifact store (``storage:`` in params.yaml, or ``--store``).
+and the final model into the artifact store (``storage:`` in params.yaml, or ``--store``); an
+``evaluate`` stage writes ``reports/runs/job-<time>/``, published as ``reports/job-<time>/``.
+Tasks that no node of the cluster can run (``--train-gpus 1`` on CPU-only nodes) are refused
+before any is submitted (``--resource-wait`` seconds for an autoscaler to add a node first).
 
 ``--train-workers N`` (N > 1) trains each training stage data-parallel on Ray Train from this
 driver (``gnvc stage NAME --workers N``, :mod:`gnvc.training.ray_train`): N workers with
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retries", type=int, default=2, help="re-runs of a task whose worker died")
     ap.add_argument("--publish", action="store_true")
     ap.add_argument("--store", default=None, help="artifact store URL (overrides storage.url)")
+    ap.add_argument("--resource-wait", type=float, default=0.0, help="seconds to wait for a node that fits the tasks")
     a = ap.parse_args(argv)
     if a.train_workers < 1 or not 0 <= a.train_gpus <= 1:
         sys.exit(
@@ -83,9 +88,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
+    from flows.cli import UsageError, parse_stages
+    from flows.common import REPORT_RUNS_DIR, ClusterResourceError, TaskRequest, check_resources
     from flows.pipeline import artifact_keys
     from gnvc.data.latents import abort_latents, finalize_latents, plan_latents
-    from gnvc.stages import STAGES
     from gnvc.stages.runner import load_params, record_metrics
 
     workdir = str(Path(a.workdir).resolve())
@@ -93,8 +99,21 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(a.params)
     if a.store:
         params.setdefault("storage", {})["url"] = a.store
-    stages = [s for s in STAGES if s in {x.strip() for x in a.stages.split(",")}]
+    try:
+        stages = parse_stages(a.stages)
+    except UsageError as e:
+        sys.exit(f"error: {e}")
+    run_id = f"job-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    if "evaluate" in stages and isinstance(params.get("evaluate"), dict):
+        params["evaluate"]["out_dir"] = f"{REPORT_RUNS_DIR}/{run_id}"  # never overwrite another run's report
     ray.init(address=a.address)
+    requests = [TaskRequest("a shard task (--shard-cpus/--shard-gpus)", a.shard_cpus, a.shard_gpus)]
+    if any(s in TRAINING_STAGES for s in stages):
+        requests.append(TaskRequest("a training task (--train-cpus/--train-gpus)", a.train_cpus, a.train_gpus))
+    try:
+        check_resources(requests, wait_s=a.resource_wait)
+    except ClusterResourceError as e:
+        sys.exit(f"error: {e}")
     run_stage = ray.remote(max_retries=a.retries)(_run_stage)
     encode = ray.remote(max_retries=a.retries)(_encode_shard)
     results: dict[str, Any] = {}
@@ -124,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"stage {name}: {time.perf_counter() - t0:.1f} s", flush=True)
     if a.publish:
         publish = ray.remote(max_retries=a.retries)(_publish)
-        keys = artifact_keys(params, stages, f"job-{int(time.time())}")
+        keys = artifact_keys(params, stages, run_id)
         results["published"] = ray.get([publish.remote(params.get("storage") or {}, d, k) for d, k in keys])
     json.dump(results, sys.stdout, indent=2, default=str)
     print()

@@ -146,3 +146,65 @@ def test_pipeline_flow_runs_stages_and_publishes(ray_opts, tiny_model_dir: Path,
     digest = read_manifest(work / "data/clips").data["dataset_sha256"]
     store.get_dir(f"data/clips/{digest[:16]}", tmp_path / "fetched")
     assert (tmp_path / "fetched/manifest.json").read_bytes() == (work / "data/clips/manifest.json").read_bytes()
+
+
+def test_the_nightly_deployment_publishes_one_report_per_run(
+    ray_opts, mini_clips: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluate-nightly deployment's flow (its parameters from prefect.yaml), run twice: two
+    reports side by side in reports/runs/, both in the store, fetched back byte for byte."""
+    import yaml
+
+    from flows.deployments import scheduled_evaluation
+    from gnvc.storage import open_store
+
+    from .conftest import REPO
+    from .test_flows_runs import write_params
+
+    spec = yaml.safe_load((REPO / "infra/prefect/prefect.yaml").read_text())
+    nightly = next(d for d in spec["deployments"] if d["name"] == "evaluate-nightly")
+    assert nightly["parameters"]["publish"] is True
+    write_params(tmp_path, mini_clips, tiny_model_dir)
+    monkeypatch.chdir(tmp_path)  # a deployment runs in GNVC_REPO_DIR; params.yaml is read from there
+    parameters = {**nightly["parameters"], "ray_address": "local"}  # "auto" on the cluster; here the test's Ray
+    runs = [scheduled_evaluation(**parameters) for _ in range(2)]
+    ids = [r["run_id"] for r in runs]
+    assert len(set(ids)) == 2
+    assert sorted(p.name for p in (tmp_path / "reports/runs").iterdir()) == sorted(ids)
+    store = open_store(str(tmp_path / "store"))
+    for run_id, result in zip(ids, runs, strict=True):
+        assert result["published"]["url"].endswith(f"/reports/{run_id}")
+        local = tmp_path / "reports/runs" / run_id
+        fetched = tmp_path / "fetched" / run_id
+        store.get_dir(f"reports/{run_id}", fetched)
+        files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(fetched) for p in fetched.rglob("*") if p.is_file())
+        assert all((local / f).read_bytes() == (fetched / f).read_bytes() for f in files)
+
+
+def test_impossible_resource_requests_are_refused_before_any_task(ray_opts, mini_clips: Path, tiny_model_dir: Path,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    """The module's cluster has 2 CPUs and 1 GPU: 2 GPUs or 3 CPUs per task could never start."""
+    from dataclasses import replace
+
+    from flows.common import ClusterResourceError
+    from flows.latents import run_latents
+    from flows.pipeline import run_pipeline
+
+    from .test_flows_runs import write_params
+
+    params = yaml_load(write_params(tmp_path, mini_clips, tiny_model_dir))
+    with pytest.raises(ClusterResourceError, match=r"encode-shard task .* asks for 1 CPU, 2 GPU.* 2 CPU, 1 GPU"):
+        run_latents(params, replace(ray_opts, task_gpus=2))
+    with pytest.raises(ClusterResourceError, match=r"training-stage task .* asks for 3 CPU, 0 GPU"):
+        run_pipeline(params, ["vae"], ray_opts, train_cpus=3)
+    assert not (tmp_path / "latents").exists()
+    import ray
+
+    assert ray.is_initialized()  # the test's cluster was not shut down by a refusal
+
+
+def yaml_load(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
