@@ -59,6 +59,7 @@ class WorkerGroup:
         *,
         on_checkpoint: Callable[[Path | None, int, dict[str, float]], None] | None = None,
         resume_dir: Path | None = None,
+        device: torch.device | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside a group of {world_size}")
@@ -66,6 +67,7 @@ class WorkerGroup:
         self.world_size = world_size
         self.on_checkpoint = on_checkpoint
         self.resume_dir = resume_dir
+        self.device = device  # this worker's GPU (NCCL collectives need CUDA tensors); None on CPU
         self.start_step: int | None = None  # the step fit() started from (> 0: resumed)
 
     @property
@@ -98,15 +100,17 @@ class WorkerGroup:
 
     # ------------------------------------------------------------------ collectives
     def _collective(self, t: torch.Tensor, op: Callable[[torch.Tensor], Any]) -> torch.Tensor:
-        """Run ``op`` in place on ``t`` (via a CPU copy when the backend is gloo and ``t`` is on a GPU)."""
+        """Run ``op`` in place on ``t``, through a copy where the backend needs another device
+        (gloo: CPU tensors; NCCL: CUDA tensors on this worker's GPU)."""
         import torch.distributed as dist
 
-        if t.is_cuda and dist.get_backend() == "gloo":
-            host = t.cpu()
-            op(host)
-            t.copy_(host)
-        else:
+        nccl = dist.get_backend() == "nccl"
+        if t.is_cuda == nccl:
             op(t)
+            return t
+        tmp = t.to(self.device if self.device is not None else torch.device("cuda")) if nccl else t.cpu()
+        op(tmp)
+        t.copy_(tmp)
         return t
 
     def _all_reduce(self, t: torch.Tensor, max_: bool = False) -> torch.Tensor:

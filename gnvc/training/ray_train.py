@@ -188,10 +188,12 @@ def _train_worker(config: dict[str, Any]) -> None:
     name = config["stage"]
     params = json.loads(json.dumps(config["params"]))  # a private copy
     section = params[name]
+    device = None
     if config["use_gpu"]:
         import ray.train.torch
 
-        section["device"] = str(ray.train.torch.get_device())
+        device = ray.train.torch.get_device()
+        section["device"] = str(device)
     scratch = Path(tempfile.mkdtemp(prefix=f"gnvc-{name}-rank{rank}-"))
     if rank:
         section["output"] = str(scratch / "output")  # rank 0 writes the real model directory
@@ -203,14 +205,15 @@ def _train_worker(config: dict[str, Any]) -> None:
     try:
         restored = ray.train.get_checkpoint()
         if restored is None:
-            _run_and_report(name, params, WorkerGroup(rank, world, on_checkpoint=report), scratch, rank)
+            group = WorkerGroup(rank, world, on_checkpoint=report, device=device)
+            _run_and_report(name, params, group, scratch, rank)
             return
         with restored.as_directory() as d:
             done = Path(d) / RESULT_FILE
             if done.is_file():  # the group died after the stage had finished: report the result again
                 _report_result(json.loads(done.read_text()), scratch, rank)
                 return
-            group = WorkerGroup(rank, world, on_checkpoint=report, resume_dir=Path(d))
+            group = WorkerGroup(rank, world, on_checkpoint=report, resume_dir=Path(d), device=device)
             _run_and_report(name, params, group, scratch, rank)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
