@@ -1,7 +1,9 @@
 """Exceptions with messages meant for the user.
 
-The CLI turns every :class:`GnvcError` into one line on stderr and a non-zero exit code,
-so anything raised as one of these must already say what is wrong and what to do.
+The CLI turns every :class:`GnvcError` into one line on stderr and a non-zero exit code, so
+anything raised as one of these must already say what is wrong and what to do. The exit code
+says whose move it is (``docs/cli.md``): a :class:`UsageError` (2) is fixed by changing the
+command line or the files it names; any other :class:`GnvcError` (1) is a runtime failure.
 """
 
 from __future__ import annotations
@@ -12,19 +14,23 @@ from collections.abc import Iterator
 
 
 class GnvcError(Exception):
-    """Base class of all errors that carry a user-facing message."""
+    """Base class of all errors that carry a user-facing message (exit status 1 unless a usage error)."""
 
 
-class InputError(GnvcError):
+class UsageError(GnvcError):
+    """The command cannot work as given: a bad option, a bad input file the user named (exit status 2)."""
+
+
+class InputError(UsageError):
     """An input video or file cannot be used (unreadable, empty, wrong geometry)."""
 
 
-class BitstreamError(GnvcError):
+class BitstreamError(UsageError):
     """A ``.gnvc`` file is truncated, corrupted, foreign or of an unsupported version."""
 
 
-class WeightsError(GnvcError):
-    """A model directory is missing, incomplete, or does not match what is asked of it."""
+class WeightsError(UsageError):
+    """A model directory is missing, incomplete, tampered with, or does not match what is asked of it."""
 
 
 class DiskFullError(GnvcError):
@@ -56,5 +62,5 @@ def disk_full_as_error(target: object) -> Iterator[None]:
         raise DiskFullError(f"{target}: no space left on the device ({why}); the output was not written") from None
 
 
-class ConfigError(GnvcError):
+class ConfigError(UsageError):
     """A profile or parameter file is invalid."""

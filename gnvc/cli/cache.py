@@ -14,11 +14,15 @@ from pathlib import Path
 
 import click
 
-from gnvc.errors import GnvcError
+from gnvc.errors import GnvcError, UsageError
 
 
 class CacheError(GnvcError):
-    """A cache directory cannot be inspected or removed."""
+    """A cache directory cannot be inspected or removed (a runtime failure: exit status 1)."""
+
+
+class CacheUsageError(CacheError, UsageError):
+    """GNVC_CACHE points somewhere gnvc refuses to remove (fixed by the user: exit status 2)."""
 
 
 def _cache_dir() -> Path:
@@ -53,9 +57,11 @@ def _check_removable(path: Path) -> None:
     resolved = path.resolve()
     home = Path.home().resolve()
     if resolved == Path(resolved.anchor) or resolved == home or resolved in home.parents:
-        raise CacheError(f"{path}: refusing to remove it as gnvc's cache; point GNVC_CACHE at a directory of its own")
+        raise CacheUsageError(
+            f"{path}: refusing to remove it as gnvc's cache; point GNVC_CACHE at a directory of its own"
+        )
     if path.is_symlink() or not path.is_dir():
-        raise CacheError(f"{path}: not a directory; remove it yourself if it is gnvc's cache")
+        raise CacheUsageError(f"{path}: not a directory; remove it yourself if it is gnvc's cache")
 
 
 @click.group("cache")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,8 +10,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from gnvc.cli.options import atomic_output, refuse_same_file, resolve_device, weights_option
-from gnvc.errors import InputError
+from gnvc.cli.options import (
+    atomic_output,
+    check_quality,
+    refuse_same_file,
+    resolve_device,
+    show_progress,
+    status,
+    weights_option,
+)
+from gnvc.errors import InputError, WeightsError
 
 console = Console(stderr=True)
 
@@ -50,25 +57,38 @@ def encode(
     input_path, output, profile, quality, weights, size, fps, max_frames, intra_period, seed, t_n, steps, device
 ):
     """Encode a video (any PyAV input, .y4m, raw .yuv, or a PNG folder) to a .gnvc file."""
+    from gnvc.codec.container import MAX_SIDE
     from gnvc.io.stream import open_video
     from gnvc.io.video import parse_size
-    from gnvc.models.model_dir import load_model
+    from gnvc.models.model_dir import load_model, resolve_weights
+    from gnvc.models.schema import read_index
     from gnvc.videocodec.encoder import check_coding_options, encode_stream
 
+    # Every option first, then the weights' JSON, then the input; the model is loaded last.
     check_coding_options(quality=quality, intra_period=intra_period, t_n=t_n, steps=steps)
     if max_frames is not None and max_frames < 1:
         raise InputError(f"--frames must be ≥ 1, got {max_frames}")
+    if fps is not None and not 0 < fps <= 1000:
+        raise InputError(f"--fps must be in (0, 1000], got {fps}")
     if output.suffix.lower() != ".gnvc":
         raise InputError(f"{output}: the output of encode must be a .gnvc file")
+    frame_size = parse_size(size) if size else None
+    if frame_size is not None and max(frame_size) > MAX_SIDE:
+        raise InputError(f"--size {size}: each side must be at most {MAX_SIDE} (what the .gnvc header holds)")
     refuse_same_file(input_path, output)
     dev = resolve_device(device)
-    with open_video(input_path, size=parse_size(size) if size else None, fps=fps, max_frames=max_frames) as reader:
-        model = load_model(weights, profile).to(dev)
+    weights_dir = resolve_weights(weights, profile)
+    found = read_index(weights_dir)["profile"]["name"]
+    if profile is not None and found != profile:
+        raise WeightsError(f"the weights in {weights_dir} are of profile {found!r}, not {profile!r}")
+    check_quality(quality, weights_dir)
+    with open_video(input_path, size=frame_size, fps=fps, max_frames=max_frames) as reader:
+        model = load_model(weights_dir, profile).to(dev)
         info = reader.info
         # The reader stops at the input's end (or --frames); a container's own frame count can be
         # wrong, so the header's count is the number of frames actually read (patched at the end).
         box = {}
-        bar = sys.stderr.isatty()
+        bar = show_progress()
 
         def write(path: Path) -> None:
             with open(path, "wb") as f:
@@ -80,7 +100,7 @@ def encode(
         atomic_output(output, write)
     r = box["r"]
     h = r.header
-    click.echo(
+    status(
         f"{output}: {h.frames} frames {h.width}x{h.height} @ {h.fps_num / h.fps_den:.3f} fps, "
         f"profile {model.name}, quality {quality}: {r.num_bytes} bytes, {r.bpp:.5f} bpp, {r.seconds:.2f} s"
     )
@@ -121,9 +141,9 @@ def decode(input_path, output, weights, steps, start, frames, device) -> None:
         fps = Fraction(header.fps_num, header.fps_den)
         with FrameWriter(output, width=header.width, height=header.height, fps=fps) as writer:
             res = decode_stream(
-                model, f, writer.write, steps=steps, start=start, frames=frames, progress=sys.stderr.isatty()
+                model, f, writer.write, steps=steps, start=start, frames=frames, progress=show_progress()
             )
-    click.echo(f"{output}: {res.frames} frames {header.width}x{header.height}, {res.seconds:.2f} s")
+    status(f"{output}: {res.frames} frames {header.width}x{header.height}, {res.seconds:.2f} s")
 
 
 @click.command()
@@ -192,4 +212,4 @@ def model_init(profile, output, seed) -> None:
 
     m = GnvcModel.from_profile(profile, seed=seed)
     m.save_pretrained(output)
-    click.echo(f"{output}: untrained {m.name} model, weights hash {m.weights_hash.hex()}")
+    status(f"{output}: untrained {m.name} model, weights hash {m.weights_hash.hex()}")

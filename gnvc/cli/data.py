@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from gnvc.cli.options import show_progress, status
 from gnvc.cli.stage import load_params_with, params_option, set_option
 
 
@@ -49,8 +50,8 @@ def prepare(params_path, overrides, out_dir, sources, vimeo_root, videos_root, f
         section["sources"] = ["vimeo90k"] * (vimeo_root is not None) + ["videos"] * (videos_root is not None)
     if frames is not None:
         section["frames"] = frames
-    m = prepare_dataset(section)
-    click.echo(
+    m = prepare_dataset(section, progress=show_progress())
+    status(
         f"{section.get('out_dir', 'data/clips')}: {m['clips_train']} train + {m['clips_val']} val clips "
         f"in {m['shards']} shards ({m['bytes'] / 1e6:.1f} MB), {m['wall_s']:.1f} s"
     )
@@ -72,8 +73,8 @@ def latents(params_path, overrides, clips, vae_dir, out_dir, batch_size) -> None
     for key, value in (("clips_manifest", clips), ("vae", vae_dir), ("out_dir", out_dir), ("batch_size", batch_size)):
         if value is not None:
             section[key] = str(value) if isinstance(value, Path) else value
-    m = encode_latents(section, profile=str(params.get("profile", "tiny")))
-    click.echo(
+    m = encode_latents(section, profile=str(params.get("profile", "tiny")), progress=show_progress())
+    status(
         f"{section.get('out_dir', 'data/latents')}: {m['clips']} clips in {m['shards']} shards "
         f"({m['bytes'] / 1e6:.1f} MB), {m['clips_per_s']:.2f} clips/s, {m['wall_s']:.1f} s"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from gnvc.cli.options import status
 from gnvc.errors import InputError
 
 
@@ -83,7 +84,7 @@ def metrics(ref, dist, json_out, metric_names, max_frames, size, clip_weights, d
 
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(json_safe(result), indent=1, allow_nan=False))
-        click.echo(f"per-frame values written to {json_out}", err=True)
+        status(f"per-frame values written to {json_out}", err=True)
 
 
 @click.command("eval")
@@ -195,4 +196,4 @@ def evaluate(
             click.echo(f"  {method:<12} " + "  ".join(cells))
     for e in report["errors"]:
         click.echo(f"failed: {e['video']} {e['method']} {e['label']}: {e['error']}", err=True)
-    click.echo(f"report: {os.path.join(out_dir, 'report.md')}")
+    status(f"report: {os.path.join(out_dir, 'report.md')}")
