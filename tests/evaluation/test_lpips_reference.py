@@ -131,37 +131,54 @@ def test_converted_kernels_are_the_pickle_transposed():
     assert torch.equal(state["12.weight"], torch.from_numpy(k.transpose(3, 2, 0, 1).copy()))
 
 
-def test_stock_lpips_builds_from_gnvc_hub_without_touching_torch_hub(natural_images):
-    """Unmodified ``lpips.LPIPS(net='alex')`` builds offline inside ``offline_torchvision_backbones``.
+def test_stock_lpips_gets_its_backbone_in_memory(natural_images, monkeypatch):
+    """Unmodified ``lpips.LPIPS(net='alex')`` builds inside ``torchvision_backbones_in_memory``.
 
-    The checkpoints live in gnvc's own cache; torch hub's directory stays empty and its setting is
-    restored afterwards.
+    torchvision receives the converted AlexNet as a state dict: nothing is written under torch
+    hub's directory (nor a hub copy in gnvc's cache), no checkpoint is ``torch.load``-ed for it
+    (the only ``torch.load`` is lpips' own linear heads), and torchvision's method is restored.
     """
     import lpips
+    from torchvision.models._api import WeightsEnum
 
+    loaded: list[str] = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):  # records, then does the real load
+        loaded.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
     user_hub = Path(torch.hub.get_dir())
-    previous = getattr(torch.hub, "_hub_dir", None)
-    with W.offline_torchvision_backbones() as hub, warnings.catch_warnings():
+    before = WeightsEnum.__dict__["get_state_dict"]
+    with W.torchvision_backbones_in_memory(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision: "pretrained is deprecated"
-        assert hub == W.cache_dir() / "torch_hub" and Path(torch.hub.get_dir()) == hub
         stock = lpips.LPIPS(net="alex", verbose=False).eval()
-    assert getattr(torch.hub, "_hub_dir", None) == previous
+    assert WeightsEnum.__dict__["get_state_dict"] is before
     assert not user_hub.exists() or not any(user_hub.rglob("*"))
+    assert not (W.cache_dir() / "torch_hub").exists()
+    lpips_heads = Path(lpips.__file__).parent / "weights"
+    assert loaded and all(Path(f).is_relative_to(lpips_heads) for f in loaded), loaded
     a, b = natural_images[1], distortions(natural_images[1])[2]
     x = torch.from_numpy(np.stack([a])).permute(0, 3, 1, 2).float() / 255
     y = torch.from_numpy(np.stack([b])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         expected = stock(x, y, normalize=True).item()
     assert lpips_distance(a[None], b[None], net="alex")[0] == pytest.approx(expected, abs=1e-6)
-    full = torch.load(hub / "checkpoints" / W.HUB_FILENAMES["alexnet"], weights_only=True)
+    full = W.hub_checkpoint_state("alexnet")
     assert torch.isnan(full["classifier.1.weight"]).all()  # classification with it fails loudly
 
 
-def test_offline_backbones_restore_hub_dir_on_error():
-    previous = getattr(torch.hub, "_hub_dir", None)
-    with pytest.raises(RuntimeError, match="boom"), W.offline_torchvision_backbones():
+def test_backbones_in_memory_restore_on_error_and_serve_nothing_else():
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models._api import WeightsEnum
+
+    before = WeightsEnum.__dict__["get_state_dict"]
+    with pytest.raises(RuntimeError, match="boom"), W.torchvision_backbones_in_memory():
         raise RuntimeError("boom")
-    assert getattr(torch.hub, "_hub_dir", None) == previous
+    assert WeightsEnum.__dict__["get_state_dict"] is before
+    with W.torchvision_backbones_in_memory(), pytest.raises(WeightsError, match="serves only"):
+        ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)  # would otherwise download
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
