@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from gnvc.errors import InputError, UsageError
+from gnvc.errors import InputError, UsageError, disk_full_as_error
 
 if TYPE_CHECKING:
     import torch
@@ -82,17 +82,18 @@ def atomic_output(path: Path, write) -> None:
     """Write to a temporary sibling then rename, so a failure never leaves a half-written output."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    is_dir = path.suffix == ""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
-    target = tmp / ("out" if is_dir else f"out{path.suffix}")
-    try:
-        write(target)
-        if is_dir and path.exists():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with disk_full_as_error(path):  # a full disk: one clear line, the temporary removed below
+        parent.mkdir(parents=True, exist_ok=True)
+        is_dir = path.suffix == ""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+        target = tmp / ("out" if is_dir else f"out{path.suffix}")
+        try:
+            write(target)
+            if is_dir and path.exists():
+                shutil.rmtree(path)
+            os.replace(target, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def refuse_same_file(src: Path, dst: Path) -> None:

@@ -208,6 +208,11 @@ def finalize_latents(plan: LatentPlan, results: list[dict[str, Any]]) -> dict[st
         except ValueError:  # another drive (Windows): keep it absolute
             clips_ref = plan.clips_manifest
         clips = [c for r in results for c in r["clips"]]
+        listed = {r["shard"]["path"] for r in results}
+        if len(listed) != len(results) or listed != set(order):
+            raise ShardError("latents: the shard results do not cover every job exactly once")
+        for stray in [p for p in staging.rglob("*") if p.is_file() and p.relative_to(staging).as_posix() not in listed]:
+            stray.unlink()  # a temporary of a worker killed mid-write (its retry wrote the shard again)
         manifest = {
             "format": LATENT_FORMAT,
             "version": FORMAT_VERSION,

@@ -30,7 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from gnvc.errors import InputError
+from gnvc.errors import InputError, disk_full_as_error
+from gnvc.faults import fault_point
 
 CLIP_FORMAT = "gnvc-clips"
 LATENT_FORMAT = "gnvc-latents"
@@ -152,25 +153,28 @@ def publish_dir(staging: str | Path, out_dir: str | Path) -> None:
 
 
 def _atomic_parquet(path: Path, table: pa.Table, row_group_size: int) -> None:
-    """Write to a temporary sibling then rename: a crash never leaves half a shard under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # zstd: ~20 % smaller for uint8 clips, decoding costs little next to the VAE.
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=row_group_size,
-            compression="zstd",
-            use_dictionary=["split", "source", "dtype"],
-            write_statistics=["clip_id", "split", "frames", "height", "width"],
-        )
-        _publishable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temporary sibling then rename: a crash never leaves half a shard under ``path``,
+    and a full disk is a :class:`~gnvc.errors.DiskFullError` with the temporary removed."""
+    with disk_full_as_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            # zstd: ~20 % smaller for uint8 clips, decoding costs little next to the VAE.
+            pq.write_table(
+                table,
+                tmp,
+                row_group_size=row_group_size,
+                compression="zstd",
+                use_dictionary=["split", "source", "dtype"],
+                write_statistics=["clip_id", "split", "frames", "height", "width"],
+            )
+            _publishable(tmp)
+            fault_point("shard-tmp-written", path.name)  # the fault tests kill a worker here
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_clip_shard(path: str | Path, records: Sequence[ClipRecord], row_group_size: int = 4) -> dict[str, Any]:
@@ -225,12 +229,17 @@ def write_latent_shard(
 def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` atomically (last, after every shard: its presence means complete)."""
     path = Path(directory) / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
-        f.write("\n")
-    _publishable(tmp)
-    os.replace(tmp, path)
+    with disk_full_as_error(path):
+        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(manifest, f, indent=1, sort_keys=True)
+                f.write("\n")
+            _publishable(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -17,6 +17,7 @@ then, so a long run does not fail after minutes of work on an input it could hav
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from types import TracebackType
 
 import numpy as np
 
-from gnvc.errors import InputError
+from gnvc.errors import DiskFullError, InputError, disk_full_as_error
 from gnvc.io.color import rgb_to_yuv420, yuv420_to_rgb
 
 IMAGE_SUFFIXES = (".png",)
@@ -522,7 +523,8 @@ class _Y4MSink(_Sink):
         self._file.close()
 
     def discard(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # close flushes: on a full disk it fails again; the file goes anyway
+            self._file.close()
 
 
 class _RawYUVSink(_Y4MSink):
@@ -581,7 +583,8 @@ class _PyAVSink(_Sink):
             self._container.close()
 
     def discard(self) -> None:
-        self._container.close()
+        with contextlib.suppress(OSError):  # may flush (and fail again on a full disk): the file goes anyway
+            self._container.close()
 
 
 class FrameWriter:
@@ -591,7 +594,8 @@ class FrameWriter:
     folder, so the final rename stays on one filesystem) that :meth:`close` renames onto the
     output with ``os.replace``; :meth:`abort` removes it and never touches the output. Used as a
     context manager, it closes on success and aborts on an exception. The format follows the
-    path as in :func:`check_output_path`; ``crf`` sets the H.264 quality of PyAV outputs.
+    path as in :func:`check_output_path`; ``crf`` sets the H.264 quality of PyAV outputs. A full
+    disk (or a file-size limit) aborts the writer and raises :class:`~gnvc.errors.DiskFullError`.
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, fps: Fraction, crf: int = 12) -> None:
@@ -605,19 +609,20 @@ class FrameWriter:
         self._tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
         _remove(self._tmp)  # left by a crashed run of a process with our pid
         self._open = False
-        if kind == "png":
-            self._sink: _Sink = _PNGSink(self._tmp)
-        elif kind == "y4m":
-            self._sink = _Y4MSink(self._tmp, width, height, self.fps)
-        elif kind == "yuv":
-            self._sink = _RawYUVSink(self._tmp, width, height, self.fps)
-        else:
-            try:
-                fmt = PYAV_SUFFIXES[self.path.suffix.lower()]
-                self._sink = _PyAVSink(self._tmp, fmt, width, height, self.fps, crf)
-            except BaseException:
-                _remove(self._tmp)
-                raise
+        try:
+            with disk_full_as_error(self.path):
+                if kind == "png":
+                    self._sink: _Sink = _PNGSink(self._tmp)
+                elif kind == "y4m":
+                    self._sink = _Y4MSink(self._tmp, width, height, self.fps)
+                elif kind == "yuv":
+                    self._sink = _RawYUVSink(self._tmp, width, height, self.fps)
+                else:
+                    fmt = PYAV_SUFFIXES[self.path.suffix.lower()]
+                    self._sink = _PyAVSink(self._tmp, fmt, width, height, self.fps, crf)
+        except BaseException:
+            _remove(self._tmp)
+            raise
         self._open = True
 
     def write(self, frame: np.ndarray) -> None:
@@ -630,7 +635,12 @@ class FrameWriter:
                 f"{self.path}: frames must be uint8 ({self.height}, {self.width}, 3), "
                 f"got {frame.dtype} {tuple(frame.shape)}"
             )
-        self._sink.write(frame)
+        try:
+            with disk_full_as_error(self.path):
+                self._sink.write(frame)
+        except DiskFullError:
+            self.abort()  # nothing half-written stays behind, even without a ``with`` block
+            raise
         self.frames_written += 1
 
     def close(self) -> None:
@@ -642,8 +652,9 @@ class FrameWriter:
             raise InputError(f"{self.path}: no frames were written; the output was not created")
         self._open = False
         try:
-            self._sink.finish()
-            self._publish()
+            with disk_full_as_error(self.path):
+                self._sink.finish()
+                self._publish()
         finally:
             _remove(self._tmp)
 
