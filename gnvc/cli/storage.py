@@ -15,6 +15,7 @@ from typing import Any
 import click
 import yaml
 
+from gnvc.errors import UsageError
 from gnvc.storage import INDEX_NAME, StorageError, store_from_params
 from gnvc.storage.s3 import LIFECYCLE, S3Store, parse_s3_url
 
@@ -37,14 +38,14 @@ params_option = click.option(
 def _open(url: str, endpoint_url: str | None, params_path: Path, **extra: Any) -> tuple[S3Store, str]:
     """The store at the bucket of ``url`` and the key (path) ``url`` names inside it."""
     if not url.startswith("s3://"):
-        raise StorageError(f"{url}: gnvc storage works on S3 URLs (s3://bucket/key)")
+        raise UsageError(f"{url}: gnvc storage works on S3 URLs (s3://bucket/key)")
     bucket, key = parse_s3_url(url)
     section: dict[str, Any] = {}
     if params_path.is_file():
         try:
             section = dict((yaml.safe_load(params_path.read_text()) or {}).get("storage") or {})
         except (yaml.YAMLError, AttributeError, TypeError, ValueError) as e:
-            raise StorageError(f"{params_path}: unreadable storage: section ({e})") from None
+            raise UsageError(f"{params_path}: unreadable storage: section ({e})") from None
     if endpoint_url:
         section["endpoint_url"] = endpoint_url
     store = store_from_params(section, url=f"s3://{bucket}", **extra)
@@ -73,7 +74,7 @@ def make_bucket(url: str, endpoint_url: str | None, region: str | None, lifecycl
     extra = {"region": region} if region else {}
     store, key = _open(url, endpoint_url, params_path, **extra)
     if key:
-        raise StorageError(f"{url}: mb takes a bucket (s3://{store.bucket}), not a key")
+        raise UsageError(f"{url}: mb takes a bucket (s3://{store.bucket}), not a key")
     created = store.ensure_bucket(lifecycle=LIFECYCLE if lifecycle else None)
     click.echo(f"{'created' if created else 'exists:'} s3://{store.bucket}")
 
@@ -107,7 +108,7 @@ def put(local: Path, url: str, endpoint_url: str | None, params_path: Path) -> N
     """Publish LOCAL (a file, or a directory with its index) under URL (s3://bucket/key)."""
     store, key = _open(url, endpoint_url, params_path, progress=True)
     if not key:
-        raise StorageError(f"{url}: put needs a key after the bucket (s3://{store.bucket}/KEY)")
+        raise UsageError(f"{url}: put needs a key after the bucket (s3://{store.bucket}/KEY)")
     if local.is_dir():
         index = store.put_dir(local, key)
         click.echo(f"published {len(index['files'])} files under s3://{store.bucket}/{key}/")
@@ -129,7 +130,7 @@ def get(url: str, local_arg: str, endpoint_url: str | None, params_path: Path) -
     local = Path(local_arg)
     store, key = _open(url, endpoint_url, params_path, progress=True)
     if not key:
-        raise StorageError(f"{url}: get needs a key after the bucket (s3://{store.bucket}/KEY)")
+        raise UsageError(f"{url}: get needs a key after the bucket (s3://{store.bucket}/KEY)")
     if store.exists(f"{key}/{INDEX_NAME}"):
         index = store.get_dir(key, local)
         click.echo(f"fetched {len(index['files'])} files into {local}/ (every SHA-256 checked)")

@@ -66,19 +66,21 @@ def test_storage_commands_round_trip(seaweed, tmp_path: Path) -> None:
     assert "w.bin" in gnvc("storage", "ls", "s3://gnvc-cli/models/tiny", cwd=tmp_path).stdout
 
 
-def test_storage_command_errors_are_one_line(seaweed, tmp_path: Path, monkeypatch) -> None:
+def test_storage_command_errors_are_one_line_with_their_exit_status(seaweed, tmp_path: Path, monkeypatch) -> None:
     ep = ["--endpoint-url", seaweed.endpoint_url]
     missing = gnvc("storage", "get", "s3://gnvc-nobucket/a.bin", "a.bin", *ep, cwd=tmp_path, ok=False)
-    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+    assert missing.returncode == 1 and missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
     assert "does not exist" in missing.stderr or "no such artifact" in missing.stderr
     gnvc("storage", "mb", "s3://gnvc-cli", *ep, cwd=tmp_path)
     absent = gnvc("storage", "get", "s3://gnvc-cli/none.bin", "x", *ep, cwd=tmp_path, ok=False)
-    assert absent.returncode == 2 and "s3://gnvc-cli/none.bin: no such artifact" in absent.stderr
+    assert absent.returncode == 1 and "s3://gnvc-cli/none.bin: no such artifact" in absent.stderr
     not_s3 = gnvc("storage", "ls", "/tmp", cwd=tmp_path, ok=False)
-    assert not_s3.returncode == 2 and "gnvc storage works on S3 URLs" in not_s3.stderr
+    assert not_s3.returncode == 2 and "gnvc storage works on S3 URLs" in not_s3.stderr  # a usage error
     (tmp_path / "f").write_text("x")
+    no_key = gnvc("storage", "put", "f", "s3://gnvc-cli", cwd=tmp_path, ok=False)
+    assert no_key.returncode == 2 and "put needs a key after the bucket" in no_key.stderr
     monkeypatch.setenv("GNVC_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     (tmp_path / "params.yaml").write_text("storage: {retry: {attempts: 2, deadline_s: 3}}\n")
     dead = gnvc("storage", "put", "f", "s3://gnvc-cli/f", cwd=tmp_path, ok=False)
-    assert dead.returncode == 2 and "cannot reach the S3 endpoint http://127.0.0.1:9" in dead.stderr
+    assert dead.returncode == 1 and "cannot reach the S3 endpoint http://127.0.0.1:9" in dead.stderr
     assert "nothing was published under f" in dead.stderr
