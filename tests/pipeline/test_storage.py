@@ -94,8 +94,13 @@ def test_s3_multipart_upload_download_with_checksum(seaweed, tmp_path: Path) -> 
 
 def test_s3_directory_round_trip_and_params(seaweed, tmp_path: Path, mini_latents: Path) -> None:
     store = store_from_params(
-        {"url": "s3://gnvc-dirs/p", "endpoint_url": seaweed.endpoint_url, "create_bucket": True, "part_size_mb": 5}
-    )
+        {"url": "s3://gnvc-dirs/p", "endpoint_url": seaweed.endpoint_url, "create_bucket": True, "part_size_mb": 5,
+         "max_concurrency": 2, "retry": {"attempts": 3, "deadline_s": 30, "base_delay_s": 0.2, "max_delay_s": 5}}
+    )  # fmt: skip
+    # The settings reach boto3's TransferConfig and botocore's retries (older backoff keys are ignored).
+    assert isinstance(store, S3Store) and store.retry == RetryPolicy(attempts=3, deadline_s=30)
+    assert store.transfer.max_concurrency == 2 and store.transfer.multipart_chunksize == 5 * MiB
+    assert store.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
     index = store.put_dir(mini_latents.parent, "data/latents/abc")
     assert {f["path"] for f in index["files"]} == {p.name for p in mini_latents.parent.iterdir()}
     store.get_dir("data/latents/abc", tmp_path / "lat")
