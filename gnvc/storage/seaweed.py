@@ -109,8 +109,9 @@ class SeaweedS3:
             "GNVC_S3_ENDPOINT_URL": self.endpoint_url,
         }
 
-    def start(self, timeout_s: float = 60.0, *, die_with_parent: bool = False) -> SeaweedS3:
-        """Start ``weed`` in its own process group and wait until S3 answers.
+    def start(self, timeout_s: float = 180.0, *, die_with_parent: bool = False) -> SeaweedS3:
+        """Start ``weed`` in its own process group and wait until S3 answers (~1 s when idle; a
+        CPU shared with training can take a minute, hence the generous ``timeout_s``).
 
         ``die_with_parent``: the kernel SIGTERMs ``weed`` when the thread that started it exits
         (only for a long-lived main thread, as in :func:`main`; never from a helper thread).
