@@ -110,5 +110,6 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # 600 s: on a loaded machine importing Prefect and migrating its database took 328 s (measured).
+    with prefect_test_harness(server_startup_timeout=600):
         yield

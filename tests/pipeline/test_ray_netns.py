@@ -27,7 +27,12 @@ def test_ray_tests_in_a_loopback_only_namespace() -> None:
         if os.environ.get("GNVC_REQUIRE_RAY_TESTS"):  # set by .ci/run: CI must run the Ray tests
             pytest.fail(reason)
         pytest.skip(reason)
-    files = ["tests/pipeline/test_flows.py", "tests/pipeline/test_flows_runs.py", "tests/pipeline/test_ray_head.py"]
+    files = [
+        "tests/pipeline/test_flows.py",
+        "tests/pipeline/test_flows_runs.py",
+        "tests/pipeline/test_ray_head.py",
+        "tests/pipeline/test_ray_faults.py",
+    ]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "ray", *files]
     proc = run_isolated(cmd, cwd=str(REPO), env=dict(os.environ), timeout=1800)
     tail = proc.stdout[-6000:]
