@@ -24,7 +24,9 @@ would fall back to the math path and count an N×N matrix, so the meta phase cal
 
     python bench/wan21_real_size.py [--work /tmp/gnvc-wan21] [--json bench/results/wan21_real_size.json]
 
-Run it alone with OMP_NUM_THREADS=1: ~15 min and ~8 GB peak on the 2-core CPU here; ~19 GB of disk.
+Run it with OMP_NUM_THREADS=1: ~6 min of CPU time (the phases' wall time grows with whatever else
+shares the cores), a peak RSS of ~10.8 GiB in the Stage I step (≈ 6 GB of it the DiT's safetensors
+pages mapped from disk), ~19 GB of scratch disk. ``--table`` prints docs/training.md's table.
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def phase_vae_saved(work: Path) -> dict[str, Any]:
     cpu_s, cpu_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     with torch.device("meta"):
         meta_vae = VideoVAE(wan21.meta_vae())
+    meta_vae.requires_grad_(False)  # frozen as in Stage II (else its weight gradients' inputs count too)
     meta = _vae_decode_saved(meta_vae, torch.randn(shape, device="meta"))
     return {"cpu_saved_bytes": cpu, "meta_saved_bytes": meta, "cpu_forward_s": round(cpu_s, 1),
             "cpu_forward_cpu_s": round(cpu_cpu_s, 1)}  # fmt: skip
@@ -300,7 +303,7 @@ def phase_model(work: Path) -> dict[str, Any]:
     for label, frames, h, w in SIZES:
         shape = latent_shape(frames, h, w)
         row: dict[str, Any] = {"size": label, "latent": list(shape[2:]), "tokens": shape[2] * shape[3] * shape[4] // 4}
-        for tuning in ("lora", "frozen"):
+        for tuning in ("lora", "frozen", "full"):
             with torch.device("meta"):
                 refiner = Refiner.from_config(cfg)
             refiner.set_tuning(tuning, {"rank": 8})
@@ -355,7 +358,7 @@ def run_phase(name: str, work: Path) -> dict[str, Any]:
     return {
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu_s, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2),
         "load_avg_1m_after": round(os.getloadavg()[0], 1),
         **result,
     }
@@ -366,7 +369,7 @@ def print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="Wan2.1-T2V-1.3B at real size, random weights (1 thread)")
-    for col in ("phase", "wall s", "CPU s", "peak RSS GB", "what"):
+    for col in ("phase", "wall s", "CPU s", "peak RSS GiB", "what"):
         table.add_column(col)
     what = {
         "build": lambda r: (
@@ -385,7 +388,7 @@ def print_table(results: dict[str, Any]) -> None:
         "model": lambda r: f"{len(r['rows'])} sizes counted on the meta device",
     }  # fmt: skip
     for name, r in results["phases"].items():
-        table.add_row(name, str(r["wall_s"]), str(r["cpu_s"]), str(r["peak_rss_gb"]), what[name](r))
+        table.add_row(name, str(r["wall_s"]), str(r["cpu_s"]), str(r["peak_rss_gib"]), what[name](r))
     Console().print(table)
 
 
@@ -415,8 +418,7 @@ def memory_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         for stage, tuning in (("I", "lora"), ("I", "full"), ("II", "lora")):
             trainable = tr["codec"] + tr["adapter"] + (tr["lora"] if tuning == "lora" else dit)
             states = 12 * trainable
-            key = "lora" if tuning == "lora" else "frozen"  # full tuning saves what LoRA saves, at least
-            a16, a32 = r[f"dit_eval_saved_bytes_{key}_bf16"], r[f"dit_eval_saved_bytes_{key}"]
+            a16, a32 = r[f"dit_eval_saved_bytes_{tuning}_bf16"], r[f"dit_eval_saved_bytes_{tuning}"]
             if stage == "I":
                 act_plain, act_ckpt = evals1 * a16, a16
                 flops = evals1 * flops_eval * (3 if tuning == "full" else 2)
