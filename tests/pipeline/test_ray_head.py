@@ -80,8 +80,9 @@ def test_readme_head_node_sequence(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=540)  # fmt: skip
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    log = home / "ray-head.log"
+    out = proc.stdout + proc.stderr + "\n--- ~/ray-head.log:\n" + (log.read_text()[-3000:] if log.exists() else "")
+    assert proc.returncode == 0, out[-8000:]
     assert "succeeded" in out and "left over: []" in out, out[-6000:]
     assert (home / ".ray/auth_token").is_file()  # the head's token went to (the test's) HOME
     from gnvc.data.shards import read_manifest
