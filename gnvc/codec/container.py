@@ -219,6 +219,7 @@ class ContainerReader:
         self.header = _parse_header(self._src)
         self.records_start = self._src.pos
         self._index: list[IndexEntry] | None = None
+        self._index_offset = 0  # where the seek index starts (the records end), once read
 
     # ------------------------------------------------------------------ index
     def index(self) -> list[IndexEntry]:
@@ -259,32 +260,42 @@ class ContainerReader:
             raise BitstreamError("corrupt bitstream: seek index CRC mismatch")
         if src.pos + 4 + FOOTER.size != src.size:
             raise BitstreamError("corrupt bitstream: unexplained bytes after the seek index")
+        self._index_offset = offset
         return entries
 
     # ------------------------------------------------------------------ records
     def records(self, segment: int = 0) -> Iterator[Record]:
-        """Records from the start of ``segment`` to the end (a non-zero segment seeks via the index)."""
-        h, src = self.header, self._src
+        """Records from the start of ``segment`` to the end (a non-zero segment seeks via the index).
+
+        The seek index is read first and the records are checked against it as they come: every
+        segment's I record must start exactly at its index entry, and the last record must end
+        exactly where the index begins, so a CRC-valid index that lies about a segment, or bytes
+        slipped in before the index, are errors rather than silently skipped or decoded.
+        """
+        h = self.header
         if not 0 <= segment < h.num_segments:
             raise BitstreamError(f"segment {segment} is outside the stream's 0..{h.num_segments - 1}")
-        if segment:
-            src.f.seek(self.index()[segment].offset)
-        else:
-            src.f.seek(self.records_start)
+        index = self.index()
+        src = _Source(self._src.f, self._index_offset)  # records may not run into the index
+        src.f.seek(index[segment].offset if segment else self.records_start)
         for s in range(segment, h.num_segments):
+            if src.pos != index[s].offset:
+                raise BitstreamError(
+                    f"corrupt bitstream: the seek index puts segment {s} at offset {index[s].offset}, "
+                    f"its I record is at {src.pos}"
+                )
             for k in range(h.segment_latents(s)):
-                t = h.first_latent(s) + k
-                yield self._read_record(t, INTRA if k == 0 else INTER)
-        if segment == 0 and self._index is None:
-            # A full read ends exactly at the index: check it so trailing garbage is an error.
-            at = src.pos
-            self.index()
-            if self._index and self._index[0].offset != self.records_start:
-                raise BitstreamError("corrupt bitstream: the seek index does not match the records")
-            src.f.seek(at)
+                record = self._read_record(src, h.first_latent(s) + k, INTRA if k == 0 else INTER)
+                # Checked before the last record is handed out: a decoder stops pulling once it has it.
+                if record.latent == h.num_latents - 1 and src.pos != self._index_offset:
+                    raise BitstreamError(
+                        f"corrupt bitstream: {self._index_offset - src.pos} unexplained bytes between the last "
+                        "record and the seek index"
+                    )
+                yield record
 
-    def _read_record(self, t: int, kind: int) -> Record:
-        src = self._src
+    @staticmethod
+    def _read_record(src: _Source, t: int, kind: int) -> Record:
         got = src.take(1, f"latent frame {t} type")[0]
         if got != kind:
             raise BitstreamError(f"corrupt bitstream: latent frame {t} is of type {got:#04x}, expected {chr(kind)!r}")

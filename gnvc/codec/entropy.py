@@ -35,6 +35,7 @@ from gnvc.codec.integer import (
     sequential_int,
 )
 from gnvc.codec.layers import HyperAnalysis, HyperSynthesis, conv3x3, halve
+from gnvc.codec.rans import rans_decode
 
 MEAN_BITS = 4  # means are multiples of 1/16 (in the gained domain)
 MEAN_GRID = float(1 << MEAN_BITS)
@@ -52,6 +53,21 @@ def snap_means(mu: torch.Tensor) -> torch.Tensor:
 def softplus_inverse(v: torch.Tensor) -> torch.Tensor:
     """x with softplus(x) = v (float64, v > 0): log(expm1(v)) written stably."""
     return v + torch.log(-torch.expm1(-v))
+
+
+def decode_symbols(model: EntropyModel, data: bytes, indexes: torch.Tensor, what: str) -> torch.Tensor:
+    """Raw symbols (float64, the shape of ``indexes``) of one rANS stream, with a decoder that refuses
+    malformed streams (:mod:`gnvc.codec.rans`) instead of CompressAI's, which reads past their end."""
+    symbols = rans_decode(
+        data,
+        indexes.reshape(-1).int().tolist(),
+        model._quantized_cdf.tolist(),
+        model._cdf_length.reshape(-1).int().tolist(),
+        model._offset.reshape(-1).int().tolist(),
+        what,
+    )
+    device = model._quantized_cdf.device
+    return torch.tensor(symbols, dtype=torch.float64, device=device).reshape(tuple(indexes.shape))
 
 
 class ConditionalHyperprior(nn.Module):
@@ -151,8 +167,8 @@ class ConditionalHyperprior(nn.Module):
 
     def _decode_z(self, z_string: bytes, z_size: tuple[int, int]) -> torch.Tensor:
         eb = self.entropy_bottleneck
-        indexes = eb._build_indexes((1, eb._quantized_cdf.size(0), *z_size)).to(eb._quantized_cdf.device)
-        return EntropyModel.decompress(eb, [z_string], indexes, torch.float64)  # raw symbols
+        indexes = eb._build_indexes((1, eb._quantized_cdf.size(0), *z_size))
+        return decode_symbols(eb, z_string, indexes, "the z stream")
 
     @torch.no_grad()
     def compress(
@@ -178,5 +194,5 @@ class ConditionalHyperprior(nn.Module):
         """``[z_bytes, y_bytes]`` → integer ŷ (B=1), bit-exact with :meth:`compress` on any machine."""
         z_sym = self._decode_z(strings[0], self.z_size(y_size))
         means16, indexes = self._int_params(z_sym, y_size, quality, context)
-        symbols = EntropyModel.decompress(self.gaussian_conditional, [strings[1]], indexes, torch.float64)
+        symbols = decode_symbols(self.gaussian_conditional, strings[1], indexes, "the y stream")
         return self._int_y(symbols, means16, quality)

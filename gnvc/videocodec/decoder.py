@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,28 @@ def check_range(header: Header, start: int, frames: int | None) -> int:
     if frames is not None and frames < 1:
         raise InputError(f"--frames must be ≥ 1, got {frames}")
     return header.frames if frames is None else min(header.frames, start + frames)
+
+
+_ALLOC_FAILURE = re.compile(r"can't allocate memory|out of memory|cannot allocate memory", re.IGNORECASE)
+
+
+@contextmanager
+def out_of_memory_as_input_error(header: Header) -> Iterator[None]:
+    """An allocation that fails while decoding (a huge declared frame size, a small machine) is a user
+    error with a message, not a MemoryError or a torch RuntimeError traceback."""
+    try:
+        yield
+    except MemoryError:
+        raise InputError(
+            f"not enough memory to decode this {header.width}x{header.height} stream on this machine"
+        ) from None
+    except RuntimeError as e:
+        if not _ALLOC_FAILURE.search(str(e)):
+            raise
+        raise InputError(
+            f"not enough memory to decode this {header.width}x{header.height} stream on this device "
+            f"({str(e).splitlines()[0][:160]})"
+        ) from None
 
 
 @contextmanager
@@ -145,32 +168,33 @@ def _decode(
 
     context = None
     digest = hashlib.sha256()
-    for record in reader.records(segment):
-        if record.kind == INTRA:
-            to_pixels(timed_refine(refine.flush))  # the previous segment's last window
+    with out_of_memory_as_input_error(h):
+        for record in reader.records(segment):
+            if record.kind == INTRA:
+                to_pixels(timed_refine(refine.flush))  # the previous segment's last window
+                if pos["frame"] >= end:
+                    break
+                pos["frame"] = segment * h.segment_frames
+                pos["seg_end"] = pos["frame"] + h.segment_pixel_frames(segment)
+                segment += 1
+                vae.reset()
+                context = None
+            t0 = time.perf_counter()
+            l_int, context = model.codec.decode_frame(record.streams, size, h.quality, context)
+            timings["latent_decode"] = timings.get("latent_decode", 0.0) + time.perf_counter() - t0
+            digest.update(latent_bytes(l_int))
+            if latent_crc(l_int) != record.latent_crc:
+                raise BitstreamError(
+                    f"latent frame {record.latent}: decoded latents differ from the encoder's (reconstruction CRC "
+                    "mismatch); the stream or the weights do not match"
+                )
+            latent = from_fixed(l_int).to(device).unsqueeze(2)
+            to_pixels(timed_refine(lambda lat=latent, ctx=context, r=record: refine.push(
+                lat, from_fixed(ctx).to(device).unsqueeze(2), r.latent)))  # fmt: skip
             if pos["frame"] >= end:
                 break
-            pos["frame"] = segment * h.segment_frames
-            pos["seg_end"] = pos["frame"] + h.segment_pixel_frames(segment)
-            segment += 1
-            vae.reset()
-            context = None
-        t0 = time.perf_counter()
-        l_int, context = model.codec.decode_frame(record.streams, size, h.quality, context)
-        timings["latent_decode"] = timings.get("latent_decode", 0.0) + time.perf_counter() - t0
-        digest.update(latent_bytes(l_int))
-        if latent_crc(l_int) != record.latent_crc:
-            raise BitstreamError(
-                f"latent frame {record.latent}: decoded latents differ from the encoder's (reconstruction CRC "
-                "mismatch); the stream or the weights do not match"
-            )
-        latent = from_fixed(l_int).to(device).unsqueeze(2)
-        to_pixels(timed_refine(lambda lat=latent, ctx=context, r=record: refine.push(
-            lat, from_fixed(ctx).to(device).unsqueeze(2), r.latent)))  # fmt: skip
-        if pos["frame"] >= end:
-            break
-    if pos["frame"] < end:
-        to_pixels(timed_refine(refine.flush))
+        if pos["frame"] < end:
+            to_pixels(timed_refine(refine.flush))
     bar.close()
     return DecodeResult(h, pos["emitted"], time.perf_counter() - t_start, digest.hexdigest(), timings)
 
