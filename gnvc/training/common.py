@@ -17,6 +17,7 @@ import torch
 
 from gnvc.errors import ConfigError, WeightsError
 from gnvc.models.model_dir import GnvcModel
+from gnvc.training.distributed import current_group
 from gnvc.training.runner import TrainConfig, Trainer, fingerprint
 
 DEFAULT_CLIPS_MANIFEST = "data/clips/manifest.json"
@@ -160,7 +161,9 @@ def finish_model(model: GnvcModel, output: Path) -> str:
     model.codec.update(force=True)
     model.invalidate_hash()
     model.cpu().eval()
-    model.save_pretrained(output)
+    group = current_group()
+    if group is None or group.is_main:  # in a worker group rank 0 alone writes the model directory
+        model.save_pretrained(output)
     return model.weights_hash.hex()
 
 

@@ -9,9 +9,9 @@ and when a worker dies restarts the group (``FailureConfig(max_failures)``) with
 reported checkpoint, which the Trainer resumes from. Each worker runs the unchanged stage code
 (``gnvc.stages.<name>.run``) inside a :class:`WorkerGroup`.
 
-Rank 0 writes the stage's outputs (model directory, checkpoints, export, logs); the other ranks
-write their copy of the model directory to a scratch folder that is deleted (the stage code saves
-unconditionally). The global batch is the stage's ``batch_size`` at any worker count (each worker
+Rank 0 alone writes the stage's outputs (model directory, checkpoints, export, logs); every rank
+keeps the stage's params section unchanged, since it is the checkpoints' config fingerprint. The
+global batch is the stage's ``batch_size`` at any worker count (each worker
 takes ``batch_size / N`` rows); one that does not split is refused before Ray starts.
 
 ``--workers 1`` never comes here (nor imports Ray): :func:`gnvc.stages.runner.run_stage` runs
@@ -195,8 +195,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         device = ray.train.torch.get_device()
         section["device"] = str(device)
     scratch = Path(tempfile.mkdtemp(prefix=f"gnvc-{name}-rank{rank}-"))
-    if rank:
-        section["output"] = str(scratch / "output")  # rank 0 writes the real model directory
+    # The section stays as given on every rank: it is the checkpoints' config fingerprint, so a rank
+    # with another one would ignore them on resume. Rank 0 alone writes files (Trainer, finish_model).
 
     def report(path: Path | None, step: int, metrics: dict[str, float]) -> None:
         ckpt = Checkpoint.from_directory(str(path)) if path is not None else None
