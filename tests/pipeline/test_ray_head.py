@@ -2,14 +2,16 @@
 training job with ``ray job submit``, stop the head by its pid.
 
 Issue 10: that sequence failed on the head node itself (``AuthenticationError … RAY_AUTH_MODE is
-currently 'disabled'``) because ``ray start --head`` turns token auth on and every client then
-needs ``RAY_AUTH_MODE=token``. The test takes the block from the README (only ``WORKDIR`` and
-``STAGES`` changed: a miniature ``prepare`` instead of GPU training), checks first that a submit
-without the token is refused with that very error, then runs the rest: the job must succeed, its
-data be published, and after ``kill $RAY_HEAD_PID`` no Ray process may be left. It runs in a
-private PID namespace inside the loopback-only network namespace (``ray``-marked): nothing can
-leak, and ``ray stop`` (which stops every Ray on a machine) is never used. ``HOME`` is a temporary
-directory, so the head's token (``~/.ray/auth_token``) and log stay there.
+currently 'disabled'``): ``ray start --head`` turns token auth on whenever ``~/.ray/auth_token``
+exists (any local ``ray.init`` creates it), and every client then needs ``RAY_AUTH_MODE=token``.
+The README now turns token auth on explicitly. The test takes the block from the README (only
+``WORKDIR`` and ``STAGES`` changed: a miniature ``prepare`` instead of GPU training), checks right
+after the head is up that a submit without ``RAY_AUTH_MODE=token`` is refused with that very
+error, then runs the rest: the job must succeed, its data be published, and after
+``kill $RAY_HEAD_PID`` no Ray process may be left. It runs in a private PID namespace inside the
+loopback-only network namespace (``ray``-marked): nothing can leak, and ``ray stop`` (which stops
+every Ray on a machine) is never used. ``HOME`` is a temporary directory, so the head's token
+(``~/.ray/auth_token``) and log stay there.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.ray
 
 BLOCK = re.compile(r"<!-- ray-head-job:[^>]*-->\s*```bash\n(.*?)```\s*<!-- /ray-head-job -->", re.S)
 NO_TOKEN_CHECK = """\
-if ray job submit --address http://127.0.0.1:8265 -- true 2> ~/no-token.err; then exit 3; fi
+if env -u RAY_AUTH_MODE ray job submit --address http://127.0.0.1:8265 -- true 2> ~/no-token.err; then exit 3; fi
 grep -q "RAY_AUTH_MODE is currently 'disabled'" ~/no-token.err
 """
 NOTHING_LEFT = """\
@@ -68,8 +70,9 @@ def test_readme_head_node_sequence(tmp_path: Path) -> None:
         if name in site:
             lines[i] = site.pop(name)
     assert not site, f"the block no longer sets {sorted(site)}"
-    export = lines.index("export RAY_AUTH_MODE=token")
-    script = "\n".join(["set -eu", *lines[:export], NO_TOKEN_CHECK, *lines[export:], NOTHING_LEFT])
+    # Right after the head is up: a client without RAY_AUTH_MODE=token is refused (the issue's error).
+    up = next(i for i, line in enumerate(lines) if line.startswith("until ")) + 1
+    script = "\n".join(["set -eu", *lines[:up], NO_TOKEN_CHECK, *lines[up:], NOTHING_LEFT])
     ray_tmp = tempfile.mkdtemp(prefix="gnvc-rh-", dir="/tmp")  # short: Ray's socket paths
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PREFECT_API"))}
