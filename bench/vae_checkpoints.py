@@ -1,0 +1,83 @@
+"""VAE-only reconstruction of held-out clips for exported training checkpoints (the release's VAE).
+
+Why: the training loss is measured on small random crops of training clips; whether a stretch of
+VAE training helps is decided on whole held-out clips. Loads the VAE weights of each exported
+checkpoint (``checkpoints/<profile>/vae`` or a copy), optionally inflated in time first (what the
+clip phase starts from), and prints PSNR (first frame, other frames, all) and LPIPS-Alex.
+
+    python bench/vae_checkpoints.py checkpoints/base/vae inflate:checkpoints/base/vae --clips 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from gnvc.data.shards import read_clip_shard, read_manifest
+from gnvc.metrics.lpips_metric import lpips_model
+from gnvc.models.model_dir import GnvcModel
+from gnvc.models.vae import VideoVAE
+
+RESULTS = Path(__file__).parent / "results" / "vae_checkpoints.json"
+
+
+def load_vae(spec: str, profile: str) -> tuple[VideoVAE, int]:
+    """``DIR`` (an export or run checkpoint) or ``inflate:DIR``; returns the VAE and its step."""
+    inflate = spec.startswith("inflate:")
+    ckpt = Path(spec.removeprefix("inflate:"))
+    vae = GnvcModel.from_profile(profile, seed=0).vae
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    state = {k[len("model.vae.") :]: v.float() for k, v in tensors.items() if k.startswith("model.vae.")}
+    vae.load_state_dict(state, strict=False)
+    if inflate:
+        vae.inflate_temporal()
+    step = int(json.loads((ckpt / "trainer.json").read_text())["step"])
+    return vae.eval(), step
+
+
+@torch.no_grad()
+def evaluate(vae: VideoVAE, frames: np.ndarray, net: torch.nn.Module) -> dict[str, float]:
+    x = torch.from_numpy(frames.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    y = vae.vae.decode(vae.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    psnr = (10 * torch.log10(4 / ((y - x) ** 2).mean(dim=(0, 1, 3, 4)))).numpy()
+    lp = net(x[0].permute(1, 0, 2, 3), y[0].permute(1, 0, 2, 3)).mean().item()
+    return {"psnr_first": float(psnr[0]), "psnr_p": float(psnr[1:].mean()), "psnr": float(psnr.mean()), "lpips": lp}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+", help="DIR or inflate:DIR (exported checkpoint folders)")
+    ap.add_argument("--profile", default="base")
+    ap.add_argument("--manifest", default="data/base/clips/manifest.json")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    manifest = read_manifest(args.manifest)
+    clips = [(r.clip_id, r.frames) for p in manifest.shard_paths(args.split) for r in read_clip_shard(p)][: args.clips]
+    net = lpips_model("alex", "cpu")
+    rows = []
+    print(f"{'checkpoint':44} {'step':>5} {'PSNR 1st':>8} {'PSNR P':>7} {'PSNR':>6} {'LPIPS':>6}  ({len(clips)} clips)")
+    for spec in args.checkpoints:
+        t0 = time.perf_counter()
+        vae, step = load_vae(spec, args.profile)
+        per = [evaluate(vae, f, net) for _, f in clips]
+        row = {"checkpoint": spec, "step": step, **{k: float(np.mean([p[k] for p in per])) for k in per[0]}}
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        print(
+            f"{spec:44} {step:5d} {row['psnr_first']:8.2f} {row['psnr_p']:7.2f} {row['psnr']:6.2f} {row['lpips']:6.3f}"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"clips": [c for c, _ in clips], "rows": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
