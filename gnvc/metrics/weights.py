@@ -26,7 +26,6 @@ classify with them yields NaN instead of silently wrong labels.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import os
 import pickle
@@ -257,12 +256,3 @@ def torchvision_backbones_in_memory() -> Iterator[None]:
             yield
         finally:
             WeightsEnum.get_state_dict = original
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (used to record which weights a metric ran with)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
