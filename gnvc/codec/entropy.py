@@ -21,6 +21,8 @@ codec needs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
 from compressai.ops import quantize_ste
@@ -36,6 +38,20 @@ from gnvc.codec.integer import (
 )
 from gnvc.codec.layers import HyperAnalysis, HyperSynthesis, conv3x3, halve
 from gnvc.codec.rans import rans_decode
+
+NoiseFn = Callable[[tuple[int, ...]], torch.Tensor]  # shape -> uniform noise in [-0.5, 0.5)
+
+
+def _bottleneck_likelihood(eb: EntropyBottleneck, z_noisy: torch.Tensor) -> torch.Tensor:
+    """What ``EntropyBottleneck.forward`` returns as likelihood for already-noised ``z_noisy``:
+    its density is per channel, on values laid out (C, 1, B·h·w) and back."""
+    b, c = z_noisy.shape[:2]
+    values = z_noisy.transpose(0, 1).reshape(c, 1, -1)
+    lik, _, _ = eb._likelihood(values)
+    if eb.use_likelihood_bound:
+        lik = eb.likelihood_lower_bound(lik)
+    return lik.reshape(c, b, *z_noisy.shape[2:]).transpose(0, 1).contiguous()
+
 
 MEAN_BITS = 4  # means are multiples of 1/16 (in the gained domain)
 MEAN_GRID = float(1 << MEAN_BITS)
@@ -111,16 +127,37 @@ class ConditionalHyperprior(nn.Module):
         return snap_means(mu * gain), scale
 
     def forward(
-        self, y: torch.Tensor, gain: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        y: torch.Tensor,
+        gain: torch.Tensor,
+        context: torch.Tensor | None = None,
+        noise: NoiseFn | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training/estimation pass: (y_hat, {"y": likelihoods, "z": likelihoods})."""
+        """Training/estimation pass: (y_hat, {"y": likelihoods, "z": likelihoods}).
+
+        In training the likelihoods are those of y and z plus uniform noise in [-½, ½) (the rate
+        proxy). ``noise(shape)`` supplies it (dim 0 the batch); without it CompressAI draws it from
+        torch's global RNG. The trainer passes its per-sample draw so that N data-parallel workers
+        add to each sample the noise one process would (two workers seeded alike would otherwise
+        give their rows identical noise).
+        """
+        explicit = noise is not None and self.training
         z = self.h_a(y)
-        _, z_lik = self.entropy_bottleneck(z)
+        if explicit:
+            z_lik = _bottleneck_likelihood(self.entropy_bottleneck, z + noise(tuple(z.shape)))
+        else:
+            _, z_lik = self.entropy_bottleneck(z)
         medians = self.entropy_bottleneck._get_medians()
         z_hat = quantize_ste(z - medians) + medians
         mu, scale = self._gained_params(z_hat, y.shape[-2:], gain, context)
         y_g = y * gain
-        _, y_lik = self.gaussian_conditional(y_g, scale, means=mu)
+        if explicit:
+            gc = self.gaussian_conditional
+            y_lik = gc._likelihood(y_g + noise(tuple(y_g.shape)), scale, mu)
+            if gc.use_likelihood_bound:
+                y_lik = gc.likelihood_lower_bound(y_lik)
+        else:
+            _, y_lik = self.gaussian_conditional(y_g, scale, means=mu)
         y_hat = (quantize_ste(y_g - mu) + mu) / gain
         return y_hat, {"y": y_lik, "z": z_lik}
 

@@ -19,7 +19,7 @@ import torch
 from compressai.models import CompressionModel
 from safetensors.torch import load_file, save_file
 
-from gnvc.codec.entropy import ConditionalHyperprior
+from gnvc.codec.entropy import ConditionalHyperprior, NoiseFn
 from gnvc.codec.integer import LeakyReLU, from_fixed, has_integer_weights, quantize_all, sequential_int
 from gnvc.codec.layers import Analysis, ContextExtractor, Synthesis, conv3x3, halve
 from gnvc.errors import WeightsError
@@ -159,20 +159,22 @@ class ContextualLatentCodec(CompressionModel):
         return halve(halve(size))
 
     # ------------------------------------------------------------------ differentiable pass
-    def forward(self, latents: torch.Tensor, quality: torch.Tensor) -> CodecOutput:
-        """latents (B, C, F, h, w), quality (B,) → reconstruction, contexts, likelihoods, bits."""
+    def forward(self, latents: torch.Tensor, quality: torch.Tensor, noise: NoiseFn | None = None) -> CodecOutput:
+        """latents (B, C, F, h, w), quality (B,) → reconstruction, contexts, likelihoods, bits.
+
+        ``noise``: the training's quantisation noise source (:meth:`ConditionalHyperprior.forward`)."""
         size = tuple(latents.shape[-2:])
         gain = self.gain(quality)
         frames_hat, contexts, liks = [], [], {}
         for t in range(latents.shape[2]):
             l_t = latents[:, :, t]
             if t == 0:
-                y_hat, lik = self.intra_entropy(self.intra_analysis(l_t), gain)
+                y_hat, lik = self.intra_entropy(self.intra_analysis(l_t), gain, noise=noise)
                 l_hat = self.intra_synthesis(y_hat, size)
             else:
                 f = contexts[-1]
                 y = self.inter_analysis(torch.cat([l_t, f], dim=1))
-                y_hat, lik = self.inter_entropy(y, gain, self.context_to_y(f))
+                y_hat, lik = self.inter_entropy(y, gain, self.context_to_y(f), noise=noise)
                 l_hat = self.inter_synthesis(y_hat, size, f)
             frames_hat.append(l_hat)
             contexts.append(self.context_extractor(l_hat))

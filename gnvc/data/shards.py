@@ -32,6 +32,7 @@ import torch
 
 from gnvc.errors import InputError, disk_full_as_error
 from gnvc.faults import fault_point
+from gnvc.hashing import sha256_file
 
 CLIP_FORMAT = "gnvc-clips"
 LATENT_FORMAT = "gnvc-latents"
@@ -111,14 +112,6 @@ class LatentRecord:
 
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _le_bytes(a: np.ndarray) -> bytes:

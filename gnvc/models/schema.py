@@ -29,7 +29,6 @@ The schema lives here, not in ``gnvc/codec``: the codec package imports nothing 
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 
 from gnvc.errors import WeightsError
+from gnvc.hashing import sha256_file
 
 INDEX_NAME = "model_index.json"
 MAX_PARAMETERS = 3_000_000_000
@@ -99,18 +99,10 @@ def read_json(path: Path) -> Any:
         raise WeightsError(f"{path}: not valid JSON ({e})") from None
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_digests(root: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every weights file under ``root`` (what the index records)."""
     return {
-        p.relative_to(root).as_posix(): file_sha256(p)
+        p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != INDEX_NAME and p.suffix not in NOTE_SUFFIXES
     }
@@ -556,7 +548,7 @@ def _check_files(path: Path, index: dict[str, Any]) -> dict[str, str]:
     for rel, digest in sorted(listed.items()):
         if rel not in present:
             raise WeightsError(f"{path / rel}: missing (listed in {INDEX_NAME})")
-        if file_sha256(path / rel) != digest:
+        if sha256_file(path / rel) != digest:
             raise WeightsError(f"{path / rel}: contents differ from the SHA-256 recorded in {INDEX_NAME} (tampered?)")
     return listed
 

@@ -24,6 +24,7 @@ from gnvc.errors import ConfigError
 from gnvc.refiner.model import load_transformer
 from gnvc.training.common import (
     DEFAULT_LATENTS_MANIFEST,
+    dit_shards,
     finish_model,
     import_required,
     latent_stream_factory,
@@ -98,7 +99,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     dit.requires_grad_(True)
     if refiner.adapter is not None:
         refiner.adapter.requires_grad_(False)
-    trainer = make_trainer("prior", params, section, {"transformer": dit}, list(dit.parameters()))
+    trainer = make_trainer(
+        "prior", params, section, {"transformer": dit}, list(dit.parameters()), dit_shards(section, model, full=True)
+    )
     refiner.to(trainer.device)
     manifest = stage_path(params, section, "latents_manifest", DEFAULT_LATENTS_MANIFEST)
     latents = trainer.stream(

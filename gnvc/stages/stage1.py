@@ -24,6 +24,7 @@ import torch
 from gnvc.training.common import (
     DEFAULT_LATENTS_MANIFEST,
     codec_refiner_parameters,
+    dit_shards,
     latent_stream_factory,
     load_previous,
     make_trainer,
@@ -46,7 +47,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     parameters = codec_refiner_parameters(model, section)
     codec, refiner = model.codec, model.refiner
     assert refiner is not None
-    trainer = make_trainer("stage1", params, section, {"codec": codec, "refiner": refiner}, parameters)
+    shard = dit_shards(section, model, full=refiner.tuning == "full")
+    trainer = make_trainer("stage1", params, section, {"codec": codec, "refiner": refiner}, parameters, shard)
     model.to(trainer.device)
     lambdas = quality_lambdas(section, codec.num_qualities).to(trainer.device)
     t_n = float(section.get("t_n", model.coding.get("t_n", 0.7)))
@@ -79,6 +81,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             steps=n_steps,
             codec_mse_weight=w_c,
             cfm_weight=w_cfm,
+            noise=lambda shape: tr.rand(shape) - 0.5,  # per sample, the same at any worker count
         )
 
     last = trainer.fit(step)

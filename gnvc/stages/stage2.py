@@ -23,6 +23,7 @@ from gnvc.metrics.lpips_metric import lpips_model
 from gnvc.training.common import (
     clip_stream,
     codec_refiner_parameters,
+    dit_shards,
     load_previous,
     make_trainer,
     quality_lambdas,
@@ -43,7 +44,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     parameters = codec_refiner_parameters(model, section)
     codec, refiner, vae = model.codec, model.refiner, model.vae
     assert refiner is not None
-    trainer = make_trainer("stage2", params, section, {"codec": codec, "refiner": refiner}, parameters)
+    shard = dit_shards(section, model, full=refiner.tuning == "full")
+    trainer = make_trainer("stage2", params, section, {"codec": codec, "refiner": refiner}, parameters, shard)
     model.to(trainer.device)
     vae.eval()
     lambdas = quality_lambdas(section, codec.num_qualities).to(trainer.device)
@@ -72,6 +74,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             steps=n_steps,
             lpips_weight=lpips_weight,
             checkpoint_decoder=checkpoint_decoder,
+            noise=lambda shape: tr.rand(shape) - 0.5,  # per sample, the same at any worker count
         )
 
     last = trainer.fit(step)

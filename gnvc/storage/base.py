@@ -132,7 +132,7 @@ class ArtifactStore(ABC):
         prefix = check_key(prefix)
         if not local_dir.is_dir():
             raise StorageError(f"{local_dir}: not a directory to publish")
-        from gnvc.data.shards import sha256_file
+        from gnvc.hashing import sha256_file
 
         files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != INDEX_NAME)
         entries = []

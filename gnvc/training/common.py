@@ -25,6 +25,7 @@ DEFAULT_LATENTS_MANIFEST = "data/latents/manifest.json"
 VOLATILE_KEYS = frozenset({
     "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir",
     "log_dir", "run_dir", "frames", "batch_size", "image_batch_size", "image_steps", "crop", "stats_batches",
+    "fsdp",
 })  # fmt: skip
 
 
@@ -76,9 +77,14 @@ def make_trainer(
     params: dict[str, Any],
     section: dict[str, Any],
     modules: dict[str, torch.nn.Module],
-    parameters: list[torch.nn.Parameter],
+    parameters: list[torch.nn.Parameter] | list[dict[str, Any]],
+    shard: list[torch.nn.Module] | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` whose checkpoints resume only into the same profile and section."""
+    """A :class:`Trainer` whose checkpoints resume only into the same profile and section.
+
+    ``shard``: modules the Trainer splits over its workers with FSDP when there are several
+    (:func:`dit_shards`); a single process ignores it.
+    """
     cfg = TrainConfig.from_params(section)
     run_dir = stage_path(params, section, "run_dir", f"build/{{profile}}/runs/{name}")
     log_dir = stage_path(params, section, "log_dir", f"reports/train/{name}")
@@ -86,8 +92,18 @@ def make_trainer(
     export = section.get("export_dir")
     export_dir = stage_path(params, section, "export_dir", "") if export else None
     return Trainer(
-        name, modules, parameters, cfg, run_dir=run_dir, log_dir=log_dir, config_fingerprint=fp, export_dir=export_dir
-    )
+        name, modules, parameters, cfg, run_dir=run_dir, log_dir=log_dir, config_fingerprint=fp, export_dir=export_dir,
+        shard=shard,
+    )  # fmt: skip
+
+
+def dit_shards(section: dict[str, Any], model: GnvcModel, *, full: bool) -> list[torch.nn.Module]:
+    """The DiT, when it trains in ``full`` and the section's ``fsdp`` (default true) lets FSDP shard it
+    over the workers (gnvc.training.fsdp); nothing otherwise (frozen or LoRA: plain data parallelism).
+    Not fingerprinted: the checkpoints are the same files either way."""
+    if not full or not bool(section.get("fsdp", True)) or model.refiner is None:
+        return []
+    return [model.refiner.transformer]
 
 
 def random_crop(x: torch.Tensor, size: tuple[int, int] | list[int] | None, generator: torch.Generator) -> torch.Tensor:
@@ -169,11 +185,16 @@ def finish_model(model: GnvcModel, output: Path) -> str:
 
 def stage_result(trainer: Trainer, last: dict[str, float], model: GnvcModel, output: Path, t0: float) -> dict[str, Any]:
     """Save the trained model (:func:`finish_model`) and return the stage's metrics."""
+    if trainer.sharded and model.refiner is not None:  # FSDP: the DiT back in one piece (every rank gathers)
+        model.refiner.transformer = trainer.unsharded(model.refiner.transformer)
+        if model.refiner.adapter is not None:
+            model.refiner.adapter.attach(model.refiner.transformer)
     weights_hash = finish_model(model, output)
     return {
         **{f"train_{k}": v for k, v in last.items()},
         "steps": trainer.step,
         "resumed_from": trainer.resumed_from or 0,  # the checkpoint's step this run continued from
+        "fsdp": trainer.sharded,  # the DiT was sharded over the workers (gnvc.training.fsdp)
         "seconds": round(time.perf_counter() - t0, 1),
         "weights_hash": weights_hash,
     }

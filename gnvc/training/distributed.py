@@ -25,6 +25,10 @@ and the stage code does not change:
   :meth:`WorkerGroup.checkpoint_saved`, which the Ray Train launcher
   (:mod:`gnvc.training.ray_train`) turns into ``ray.train.report`` (all ranks must report).
 
+- **Sharding**: a DiT trained in full is split over the ranks with FSDP2 instead of replicated
+  (:mod:`gnvc.training.fsdp`); its parameters are DTensors, which the broadcast and the gradient
+  all-reduce here leave to FSDP.
+
 Needs ``torch.distributed`` initialised (Ray Train's ``TorchTrainer`` does it: gloo on CPU, NCCL
 on GPU). Nothing here imports Ray.
 """
@@ -119,10 +123,22 @@ class WorkerGroup:
         red = dist.ReduceOp.MAX if max_ else dist.ReduceOp.SUM
         return self._collective(t, lambda x: dist.all_reduce(x, op=red))
 
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self._all_reduce(t)
+
+    def broadcast(self, modules: dict[str, nn.Module]) -> None:
+        """Copy rank 0's weights and buffers to every rank (FSDP shards: each rank keeps its own)."""
+        import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
+
+        with torch.no_grad():
+            for module in modules.values():
+                for t in module.state_dict().values():
+                    if not isinstance(t, DTensor):
+                        self._collective(t, lambda x: dist.broadcast(x, src=0))
+
     def start(self, step: int, modules: dict[str, nn.Module]) -> None:
         """Check every rank resumed at the same step, then copy rank 0's weights and buffers to all."""
-        import torch.distributed as dist
-
         self.start_step = step
         steps = torch.tensor([step, -step], dtype=torch.int64)
         self._all_reduce(steps, max_=True)
@@ -131,14 +147,18 @@ class WorkerGroup:
                 f"workers resumed at different steps ({-int(steps[1])}..{int(steps[0])}): "
                 "their run_dir/export_dir differ; give every worker the same shared directories"
             )
-        with torch.no_grad():
-            for module in modules.values():
-                for t in module.state_dict().values():
-                    self._collective(t, lambda x: dist.broadcast(x, src=0))
+        self.broadcast(modules)
 
     def sync(self, optimizer: torch.optim.Optimizer, sums: dict[str, float]) -> dict[str, float]:
-        """Average the gradients of ``optimizer``'s parameters and the step's logged values over ranks."""
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+        """Average the gradients of ``optimizer``'s parameters and the step's logged values over ranks.
+
+        FSDP-sharded parameters (DTensors) are left out: FSDP reduce-scattered their gradients already.
+        """
+        from torch.distributed.tensor import DTensor
+
+        params = [
+            p for g in optimizer.param_groups for p in g["params"] if p.requires_grad and not isinstance(p, DTensor)
+        ]
         has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
         self._all_reduce(has, max_=True)
         grads = []

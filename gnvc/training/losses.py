@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gnvc.codec.entropy import NoiseFn
 from gnvc.refiner.flow import interpolate, start_point, straight_path, target_velocity
 from gnvc.refiner.model import Refiner
 
@@ -156,12 +157,14 @@ def stage1_losses(
     steps: int,
     codec_mse_weight: float = 0.0,
     cfm_weight: float = 1.0,
+    noise: NoiseFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """Stage I: R(ŷ) + λ_q·(‖x~1 − x1‖² + w_c·‖x_c − x1‖²) + w_cfm·L_CFM (see ``gnvc.stages.stage1``).
 
     ``loss`` adds the auxiliary loss (:func:`with_aux_loss`); ``rd`` is the objective without it.
+    ``noise``: the codec's quantisation noise source (the trainer's per-sample draw).
     """
-    out = codec(x1, quality)
+    out = codec(x1, quality, noise=noise)
     x_c, context = out.latents_hat, out.context
     rate = bits_per_pixel(out.bits, x1)
     x_ref = refiner.integrate(start_point(x_c, x0, t_n), context, t_n=t_n, steps=steps)
@@ -187,6 +190,7 @@ def stage2_losses(
     steps: int,
     lpips_weight: float = 1.0,
     checkpoint_decoder: bool = True,
+    noise: NoiseFn | None = None,
 ) -> dict[str, torch.Tensor]:
     """Stage II: R(ŷ) + λ_q·(‖V − V~‖² + λ_lpips·LPIPS + ‖x_c − x1‖² + ‖x~1 − x1‖²), x1 = E(V).
 
@@ -196,7 +200,7 @@ def stage2_losses(
     """
     with torch.no_grad():
         x1 = vae.encode(video)
-    out = codec(x1, quality)
+    out = codec(x1, quality, noise=noise)
     x_c, context = out.latents_hat, out.context
     rate = bits_per_pixel(out.bits, x1)
     x_ref = refiner.integrate(start_point(x_c, x0, t_n), context, t_n=t_n, steps=steps)

@@ -37,6 +37,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -155,6 +156,7 @@ class Trainer:
         log_dir: str | Path | None = None,
         config_fingerprint: str = "",
         export_dir: str | Path | None = None,
+        shard: list[nn.Module] | None = None,
     ) -> None:
         self.name = name
         self.modules = modules
@@ -167,7 +169,25 @@ class Trainer:
         params = list(parameters)
         if not params:
             raise ConfigError(f"{name}: nothing to train (no parameter requires grad)")
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        # Data-parallel worker group (gnvc.training.distributed), None in a single-process run.
+        self.group: WorkerGroup | None = current_group()
+        self.is_main = self.group is None or self.group.is_main
+        # FSDP2 (gnvc.training.fsdp): ``shard`` modules are split over the workers, when there are several.
+        self.sharded = bool(shard) and self.group is not None and self.group.world_size > 1
+        if self.sharded:
+            from gnvc.training.fsdp import shard_modules
+
+            assert self.group is not None and shard
+            self.group.broadcast(modules)  # every shard comes from rank 0's weights
+            groups = params if isinstance(params[0], dict) else [{"params": params}]
+            params = shard_modules(shard, modules, groups, self.group.world_size, self.device)
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            foreach=False if self.sharded else None,  # multi-tensor kernels cannot mix DTensor shards and tensors
+        )
         self._phase: tuple[int, int] | None = None  # see new_phase()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
@@ -176,9 +196,6 @@ class Trainer:
         self._skip: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
         self.resumed_from: int | None = None
-        # Data-parallel worker group (gnvc.training.distributed), None in a single-process run.
-        self.group: WorkerGroup | None = current_group()
-        self.is_main = self.group is None or self.group.is_main
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -259,7 +276,7 @@ class Trainer:
             total=cfg.steps,
             initial=self.step,
             desc=self.name,
-            disable=not cfg.progress or not self.is_main,
+            disable=not (cfg.progress and self.is_main and sys.stderr.isatty()),  # bars on a terminal only
             dynamic_ncols=True,
             leave=False,
         )
@@ -286,7 +303,7 @@ class Trainer:
                 # Per parameter group: a group with its own objective (the entropy models' quantiles
                 # and their auxiliary loss) must not shrink the main group's gradients.
                 groups = self.optimizer.param_groups
-                norms = [torch.nn.utils.clip_grad_norm_(g["params"], cfg.grad_clip) for g in groups]
+                norms = [self._clip(g["params"], cfg.grad_clip) for g in groups]
                 sums["grad_norm"] = float(norms[0])
             sums["lr"] = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
@@ -308,6 +325,25 @@ class Trainer:
             m.eval()
         self._write_summary(last)
         return last
+
+    def _clip(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+        if not self.sharded:
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        from gnvc.training.fsdp import clip_grad_norm
+
+        assert self.group is not None
+        return clip_grad_norm(params, max_norm, self.group.all_reduce_sum)
+
+    def unsharded(self, module: nn.Module) -> nn.Module:
+        """``module`` itself, or, when the Trainer sharded it, a plain copy with the trained weights
+        (every rank must call it: the weights are gathered)."""
+        if not self.sharded:
+            return module
+        from gnvc.training.fsdp import is_sharded, unshard
+
+        if not any(is_sharded(p) for p in module.parameters()):
+            return module
+        return unshard(module)
 
     # ------------------------------------------------------------------ logging
     def _log(self, row: dict[str, float], seconds: float) -> None:
@@ -343,7 +379,12 @@ class Trainer:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         workers = self.group.world_size if self.group is not None else 1
-        summary = {"step": self.step, "workers": workers, **{k: round(v, 6) for k, v in last.items()}}
+        summary = {
+            "step": self.step,
+            "workers": workers,
+            "fsdp": self.sharded,
+            **{k: round(v, 6) for k, v in last.items()},
+        }
         _atomic_write_text(self.log_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         rows = self._read_tsv(self.log_dir / "metrics.tsv")
         if rows:
@@ -359,19 +400,17 @@ class Trainer:
         """Write ``run_dir/step-NNNNNNN`` atomically and prune old checkpoints (rank 0 of a worker group
         writes, every rank then reports it; the others return ``None``)."""
         if self.group is not None and not self.is_main:
+            if self.sharded:  # the all-gathers of the shards need every rank
+                self._full_state()
             self.group.checkpoint_saved(None, self.step, self._last_logged())
             return None
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, torch.Tensor] = {}
-        for mname, module in self.modules.items():
-            for k, v in _trainable_state(module).items():
-                tensors[f"model.{mname}.{k}"] = v.detach().contiguous().cpu()
-        opt = self.optimizer.state_dict()
+        tensors, opt = self._full_state()
         opt_meta: dict[str, Any] = {"param_groups": opt["param_groups"], "state": {}}
         for pid, st in opt["state"].items():
             for k, v in st.items():
                 if torch.is_tensor(v):
-                    tensors[f"optim.{pid}.{k}"] = v.detach().contiguous().cpu()
+                    tensors[f"optim.{pid}.{k}"] = v
                 else:
                     opt_meta["state"].setdefault(str(pid), {})[k] = v
             opt_meta["state"].setdefault(str(pid), {})
@@ -408,6 +447,26 @@ class Trainer:
         if self.group is not None:
             self.group.checkpoint_saved(final, self.step, self._last_logged())
         return final
+
+    def _full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The trainable weights (``model.<module>.<key>``, full tensors on CPU) and the optimizer's
+        state dict with its tensors whole and on CPU. A collective when sharded: every rank calls it."""
+        gather = _identity
+        if self.sharded:
+            from gnvc.training.fsdp import full as gather
+
+        def whole(t: torch.Tensor) -> torch.Tensor:
+            return gather(t).detach().contiguous().cpu()
+
+        tensors: dict[str, torch.Tensor] = {}
+        for mname, module in self.modules.items():
+            for k, v in _trainable_state(module).items():
+                tensors[f"model.{mname}.{k}"] = whole(v)
+        opt = self.optimizer.state_dict()  # its per-parameter dicts are the optimizer's own: copied
+        opt["state"] = {
+            pid: {k: whole(v) if torch.is_tensor(v) else v for k, v in st.items()} for pid, st in opt["state"].items()
+        }
+        return tensors, opt
 
     def _last_logged(self) -> dict[str, float]:
         return {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
@@ -477,6 +536,11 @@ class Trainer:
             expected = set(_trainable_state(module))
             if set(state) != expected:
                 raise ConfigError(f"{ckpt}: checkpoint of {mname!r} does not match the model being trained")
+            if self.sharded:  # this rank's shard of each full tensor read from the file
+                from gnvc.training.fsdp import shard_like
+
+                current = module.state_dict()
+                state = {k: shard_like(v, current[k]) for k, v in state.items()}
             missing_ok = module.load_state_dict(state, strict=False)
             if missing_ok.unexpected_keys:
                 raise ConfigError(f"{ckpt}: unexpected keys {missing_ok.unexpected_keys[:3]}")
@@ -489,6 +553,13 @@ class Trainer:
                 _, pid, name = k.split(".", 2)
                 opt_state.setdefault(int(pid), {})[name] = v
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": opt_meta["param_groups"]})
+        if self.sharded:
+            from gnvc.training.fsdp import is_sharded, shard_like
+
+            for p, st in self.optimizer.state.items():
+                for k, v in st.items():
+                    if is_sharded(p) and torch.is_tensor(v) and not is_sharded(v) and v.shape == p.shape:
+                        st[k] = shard_like(v, p)
         self.scheduler.load_state_dict(meta["scheduler"])
         torch.set_rng_state(tensors["rng.torch_cpu"])
         self.generator.set_state(tensors["rng.generator"])
@@ -504,6 +575,10 @@ class Trainer:
         self.streams = {}
         self.history = list(meta.get("history", []))
         self.resumed_from = self.step
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

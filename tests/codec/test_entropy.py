@@ -97,3 +97,31 @@ def test_saved_codec_ships_its_integer_tables(tmp_path):
     latents = torch.randn(1, 16, 2, 8, 8)
     data, l_hat, _ = codec.compress(latents, 1)
     assert torch.equal(loaded.decompress(data)[0], l_hat)
+
+
+def test_explicit_training_noise_is_compressais_noise():
+    """The trainer's noise source gives the likelihoods CompressAI's own noisy forward gives for the
+    same noise (only where the noise comes from differs), and a split batch gets the rows' noise."""
+    torch.manual_seed(2)
+    hp = ConditionalHyperprior(y_channels=8, z_channels=8, channels=16).train()
+    y, gain = torch.randn(4, 8, 8, 8) * 3, torch.full((4, 8, 1, 1), 1.5)
+    drawn: list[torch.Tensor] = []
+
+    def noise(shape: tuple[int, ...]) -> torch.Tensor:
+        drawn.append(torch.rand(shape, generator=torch.Generator().manual_seed(len(drawn))) - 0.5)
+        return drawn[-1]
+
+    y_hat, lik = hp(y, gain, noise=noise)
+    u_z, u_y = drawn  # z's noise, then y's
+    eb, gc = hp.entropy_bottleneck, hp.gaussian_conditional
+    c = u_z.shape[1]
+    eb.quantize = lambda v, mode, means=None: v + u_z.transpose(0, 1).reshape(c, 1, -1)  # CompressAI's layout
+    gc.quantize = lambda v, mode, means=None: v + u_y
+    y_hat_ref, lik_ref = hp(y, gain)
+    assert torch.equal(y_hat, y_hat_ref)
+    assert torch.allclose(lik["z"], lik_ref["z"], rtol=0, atol=0) and torch.equal(lik["y"], lik_ref["y"])
+    assert not torch.equal(lik["y"], hp(y, gain, noise=lambda s: torch.zeros(s))[1]["y"])  # the noise matters
+    # Rows 2..3 of the batch with rows 2..3 of the noise: the same likelihoods as in the whole batch.
+    del eb.quantize, gc.quantize
+    _, half = hp(y[2:], gain[2:], noise=lambda s: (u_z if s[2:] == u_z.shape[2:] else u_y)[2:])
+    assert torch.allclose(half["y"], lik["y"][2:], atol=1e-6) and torch.allclose(half["z"], lik["z"][2:], atol=1e-6)

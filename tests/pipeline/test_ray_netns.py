@@ -33,6 +33,7 @@ def test_ray_tests_in_a_loopback_only_namespace() -> None:
         "tests/pipeline/test_ray_head.py",
         "tests/pipeline/test_ray_faults.py",
         "tests/training/test_distributed.py",
+        "tests/training/test_fsdp.py",
     ]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "ray", *files]
     proc = run_isolated(cmd, cwd=str(REPO), env=dict(os.environ), timeout=1800)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -47,6 +49,32 @@ def refiner_cfg() -> dict[str, Any]:
 @pytest.fixture
 def test_profile() -> dict[str, Any]:
     return copy.deepcopy(TEST_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A fresh local Ray with 2 CPU slots (one per worker), on loopback only; shared by the Ray Train
+    tests of this folder (test_distributed, test_fsdp), which run only in a loopback-only namespace."""
+    import ray
+
+    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to register: too short on a loaded CI box
+        try:
+            ray.init(
+                address="local",
+                num_cpus=2,
+                include_dashboard=False,
+                _temp_dir=tempfile.mkdtemp(prefix="gnvc-ray-", dir="/tmp"),
+            )
+            break
+        except Exception as e:
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,10 +16,8 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,31 +148,6 @@ def test_one_worker_and_a_refusal_never_import_ray(data: tuple[Path, Path, Path]
 
 
 # ---------------------------------------------------------------------------------- with Ray
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """A fresh local Ray with 2 CPU slots (one per worker), on loopback only."""
-    import ray
-
-    for attempt in range(3):  # Ray gives its raylet a fixed 30 s to register: too short on a loaded CI box
-        try:
-            ray.init(
-                address="local",
-                num_cpus=2,
-                include_dashboard=False,
-                _temp_dir=tempfile.mkdtemp(prefix="gnvc-ray-", dir="/tmp"),
-            )
-            break
-        except Exception as e:
-            ray.shutdown()
-            if "timed out during startup" not in str(e) or attempt == 2:
-                raise
-    assert ray.util.get_node_ip_address() == "127.0.0.1"
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 @pytest.fixture(scope="module")
 def two_workers(ray_cluster: None, data: tuple[Path, Path, Path]) -> dict[str, Any]:
     """The VAE stage with 2 workers (batch 4 = 2 × 2), uninterrupted."""
