@@ -55,12 +55,21 @@ def import_vae(path: Path) -> VideoVAE:
 
 @torch.no_grad()
 def latent_statistics(vae: VideoVAE, batches: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the raw (un-normalised) posterior means over ``batches``."""
-    zs = []
-    for x in batches:
-        zs.append(vae.vae.encode(x).latent_dist.mode().transpose(0, 1).flatten(1))
+    """Per-channel mean and std of the raw (un-normalised) posterior means over ``batches``.
+
+    With one torch thread and float64 sums: the encoder's reductions round differently with the
+    thread count, and these statistics go into the model's config, hence its weights hash. A
+    stage rebuilt from a committed export must give the same model whatever ``OMP_NUM_THREADS``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            zs = [vae.vae.encode(x).latent_dist.mode().transpose(0, 1).flatten(1).double() for x in batches]
+    finally:
+        torch.set_num_threads(threads)
     z = torch.cat(zs, dim=1)
-    return z.mean(1), z.std(1).clamp_min(1e-4)
+    return z.mean(1).float(), z.std(1).clamp_min(1e-4).float()
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:

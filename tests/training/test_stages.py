@@ -201,3 +201,22 @@ def test_evaluate_stage_reports_on_held_out_clips(pipeline: tuple[Path, dict[str
     assert "refinement.lpips_alex.delta" in flatten_metrics(result)
     with pytest.raises(ConfigError, match="not a model directory"):
         evaluate.run({**params, "evaluate": {**params["evaluate"], "weights": str(tmp / "nowhere")}})
+
+
+def test_latent_statistics_do_not_depend_on_the_thread_count(test_profile: dict[str, Any]) -> None:
+    """The VAE's latent statistics enter the model's config and weights hash: a rebuild with another
+    OMP_NUM_THREADS must give the same values (it did not: the encoder's reductions round per thread)."""
+    from gnvc.models.model_dir import GnvcModel
+    from gnvc.stages.vae import latent_statistics
+
+    model = GnvcModel.from_profile(test_profile, seed=0)
+    batches = [torch.randn(2, 3, 5, 48, 48, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    before = torch.get_num_threads()
+    results = []
+    for n in (1, 2, 3):
+        torch.set_num_threads(n)
+        results.append(latent_statistics(model.vae, batches))
+        assert torch.get_num_threads() == n  # restored
+    torch.set_num_threads(before)
+    for mean, std in results[1:]:
+        assert torch.equal(mean, results[0][0]) and torch.equal(std, results[0][1])
