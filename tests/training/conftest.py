@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ..refiner.conftest import TINY_REFINER as _REFINER
 from ..refiner.conftest import _one_thread  # noqa: F401  (one torch thread here too)
@@ -49,6 +51,21 @@ def refiner_cfg() -> dict[str, Any]:
 @pytest.fixture
 def test_profile() -> dict[str, Any]:
     return copy.deepcopy(TEST_PROFILE)
+
+
+def synthetic_training_data(tmp: Path, clips: int, clips_per_shard: int, out: str = "clips") -> tuple[Path, Path]:
+    """(profile file, clip manifest) under ``tmp``: the tests' profile written as YAML and ``clips``
+    synthetic 32² training clips of 5 frames (plus one validation clip), what the training tests train on."""
+    from gnvc.data.prepare import prepare_dataset
+
+    profile = tmp / "profile.yaml"
+    profile.write_text(yaml.safe_dump(TEST_PROFILE))
+    prepare_dataset(
+        {"out_dir": str(tmp / out), "sources": ["synthetic"], "frames": 5, "clips_per_shard": clips_per_shard,
+         "train": {"size": [32, 32], "synthetic_clips": clips}, "val": {"size": [32, 32], "synthetic_clips": 1}},
+        progress=False,
+    )  # fmt: skip
+    return profile, tmp / out / "manifest.json"
 
 
 @pytest.fixture(scope="session")

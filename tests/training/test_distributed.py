@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from flows.netns import only_loopback
 from gnvc.training.distributed import WorkerGroup
 
-from .conftest import TEST_PROFILE
+from .conftest import synthetic_training_data
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 6
@@ -61,17 +61,9 @@ def _params(tmp: Path, profile: Path, clips: Path, tag: str, **over: Any) -> dic
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(tmp, profile file, clip manifest): 8 synthetic 32² training clips of 5 frames."""
-    from gnvc.data.prepare import prepare_dataset
-
     tmp = tmp_path_factory.mktemp("dist")
-    profile = tmp / "profile.yaml"
-    profile.write_text(yaml.safe_dump(TEST_PROFILE))
-    prepare_dataset(
-        {"out_dir": str(tmp / "clips"), "sources": ["synthetic"], "frames": 5, "clips_per_shard": 4,
-         "train": {"size": [32, 32], "synthetic_clips": 8}, "val": {"size": [32, 32], "synthetic_clips": 1}},
-        progress=False,
-    )  # fmt: skip
-    return tmp, profile, tmp / "clips" / "manifest.json"
+    profile, manifest = synthetic_training_data(tmp, clips=8, clips_per_shard=4)
+    return tmp, profile, manifest
 
 
 def _logged_steps(log: Path) -> list[int]:

@@ -14,13 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from safetensors import safe_open
 
 from gnvc.models.model_dir import GnvcModel
 from gnvc.training.common import dit_shards
 
-from .conftest import TEST_PROFILE
+from .conftest import synthetic_training_data
 from .test_distributed import LOSS_RTOL, WEIGHT_ATOL, _logged_steps, _weights, ray_only
 
 STEPS = 6
@@ -43,16 +42,10 @@ def _stage1(tmp: Path, tag: str, **over: Any) -> dict[str, Any]:
 def prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny prior model directory and its latents (one process): what Stage I starts from."""
     from gnvc.data.latents import encode_latents
-    from gnvc.data.prepare import prepare_dataset
     from gnvc.stages import prior, vae
 
     tmp = tmp_path_factory.mktemp("fsdp")
-    (tmp / "profile.yaml").write_text(yaml.safe_dump(TEST_PROFILE))
-    prepare_dataset(
-        {"out_dir": str(tmp / "data/clips"), "sources": ["synthetic"], "frames": 5, "clips_per_shard": 4,
-         "train": {"size": [32, 32], "synthetic_clips": 8}, "val": {"size": [32, 32], "synthetic_clips": 1}},
-        progress=False,
-    )  # fmt: skip
+    synthetic_training_data(tmp, clips=8, clips_per_shard=4, out="data/clips")
     common = {"progress": False, "checkpoint_every": 0, "device": "cpu"}
     params = {
         "profile": str(tmp / "profile.yaml"), "seed": 0,

@@ -23,7 +23,7 @@ import yaml
 
 from gnvc.faults import ENV_DIR, ENV_POINT, hits, wait_paused
 
-from .conftest import TEST_PROFILE
+from .conftest import TEST_PROFILE, synthetic_training_data
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 12
@@ -36,18 +36,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from gnvc.data.latents import encode_latents
-    from gnvc.data.prepare import prepare_dataset
     from gnvc.models.model_dir import GnvcModel
 
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("killresume")
-    profile = tmp / "profile.yaml"
-    profile.write_text(yaml.safe_dump(TEST_PROFILE))
-    prepare_dataset(
-        {"out_dir": str(tmp / "clips"), "sources": ["synthetic"], "frames": 5, "clips_per_shard": 2,
-         "train": {"size": [32, 32], "synthetic_clips": 4}, "val": {"size": [32, 32], "synthetic_clips": 1}},
-        progress=False,
-    )  # fmt: skip
+    profile, _ = synthetic_training_data(tmp, clips=4, clips_per_shard=2)
     GnvcModel.from_profile(TEST_PROFILE, seed=0).save_pretrained(tmp / "vae")
     encode_latents(
         {"clips_manifest": str(tmp / "clips/manifest.json"), "vae": str(tmp / "vae"),
