@@ -213,3 +213,35 @@ def model_init(profile, output, seed) -> None:
     m = GnvcModel.from_profile(profile, seed=seed)
     m.save_pretrained(output)
     status(f"{output}: untrained {m.name} model, weights hash {m.weights_hash.hex()}")
+
+
+@model.command("pack")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Model directory to write.")
+@click.option(
+    "--half/--exact",
+    default=False,
+    show_default=True,
+    help="--half rounds every weight to float16 first (a new model with its own weights hash, about half "
+    "the size); --exact keeps the model as it is (its weights hash unchanged).",
+)
+def model_pack(source, output, half) -> None:
+    """Rewrite a model directory compactly: each tensor in the narrowest dtype holding it exactly.
+
+    How the shipped releases in weights/ are made (`gnvc model pack models/base -o weights/base --half`).
+    """
+    from gnvc.models.model_dir import GnvcModel
+    from gnvc.models.schema import file_digests
+
+    m = GnvcModel.from_pretrained(source)
+    old = m.weights_hash.hex()
+    if half:
+        n = m.round_weights_to_half()
+        status(f"rounded {n} float tensors to float16 values: weights hash {old} -> {m.weights_hash.hex()}")
+    m.save_pretrained(output, compact=True)
+    before = sum((Path(source) / f).stat().st_size for f in file_digests(Path(source)))
+    after = sum((output / f).stat().st_size for f in file_digests(output))
+    status(
+        f"{output}: {m.name} model, weights hash {m.weights_hash.hex()}, "
+        f"{after / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
+    )

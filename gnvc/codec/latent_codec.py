@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 from compressai.models import CompressionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gnvc.codec.entropy import ConditionalHyperprior, NoiseFn
 from gnvc.codec.integer import LeakyReLU, from_fixed, has_integer_weights, quantize_all, sequential_int
 from gnvc.codec.layers import Analysis, ContextExtractor, Synthesis, conv3x3, halve
 from gnvc.errors import WeightsError
+from gnvc.tensor_files import load_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -122,7 +123,7 @@ class ContextualLatentCodec(CompressionModel):
         try:
             model = cls.from_config(config if config is not None else json.loads(cfg_file.read_text()))
             # CompressionModel.load_state_dict resizes the CDF-table buffers to the shipped tables.
-            model.load_state_dict(load_file(str(w_file)))
+            model.load_state_dict(load_tensors(w_file))
         except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:
             raise WeightsError(f"{path}: the codec weights could not be loaded ({e})") from None
         if not model.tables_ready():

@@ -30,9 +30,11 @@ from gnvc.errors import WeightsError
 from gnvc.models.profiles import load_profile, merge, validate_profile
 from gnvc.models.schema import file_digests, validate_model_dir
 from gnvc.models.vae import VideoVAE
+from gnvc.tensor_files import compact_file
 
 INDEX_NAME = "model_index.json"
 DEFAULT_MODELS_ROOT = Path("models")
+OWN_WEIGHT_FILES = ("model.safetensors", "refiner.safetensors")  # loaded by gnvc.tensor_files.load_tensors
 RELEASES_ROOT = Path(__file__).resolve().parents[2] / "weights"  # trained releases in the repository
 
 
@@ -108,8 +110,33 @@ class GnvcModel(nn.Module):
             )
         return model
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write the directory atomically: a crash never leaves a half-written model under ``path``."""
+    def round_weights_to_half(self) -> int:
+        """Round every float32 parameter to its nearest float16 value (kept float32 in memory).
+
+        Why: the shipped release is stored compactly (:func:`gnvc.tensor_files.compact_file`), which
+        halves only what float16 holds exactly. This is the lossy step, done once and explicitly: the
+        result is a new model (new weights hash) whose entropy tables and integer decoding networks
+        are rebuilt from the rounded weights, so it is exactly what gets saved, loaded and measured.
+        A tensor that float16 cannot hold (overflow) stays float32. Returns how many were rounded.
+        """
+        rounded = 0
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dtype != torch.float32:
+                    continue
+                half = p.to(torch.float16)
+                if bool(torch.isfinite(half).all()):
+                    p.copy_(half.to(torch.float32))
+                    rounded += 1
+        self.codec.update(force=True)
+        self.invalidate_hash()
+        return rounded
+
+    def save_pretrained(self, path: str | Path, *, compact: bool = False) -> None:
+        """Write the directory atomically: a crash never leaves a half-written model under ``path``.
+
+        ``compact``: store each tensor in the narrowest dtype that holds it exactly
+        (:mod:`gnvc.tensor_files`); loading gives back the same tensors and weights hash."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.codec.tables_ready():
@@ -120,6 +147,10 @@ class GnvcModel(nn.Module):
             self.codec.save_pretrained(tmp / "codec")
             if self.refiner is not None:
                 self.refiner.save_pretrained(tmp / "refiner")
+            if compact:
+                for file in sorted(tmp.rglob("*.safetensors")):
+                    # diffusers' loader widens floats itself but would keep a narrowed integer narrow
+                    compact_file(file, integers=file.name in OWN_WEIGHT_FILES)
             index = {
                 "_class_name": "GnvcModel",
                 "gnvc_version": __version__,

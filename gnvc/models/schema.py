@@ -43,6 +43,7 @@ import torch
 
 from gnvc.errors import WeightsError
 from gnvc.hashing import sha256_file
+from gnvc.tensor_files import DTYPE_NAMES, LOGICAL_DTYPES_KEY, NARROWER, logical_dtypes
 
 INDEX_NAME = "model_index.json"
 MAX_PARAMETERS = 3_000_000_000
@@ -145,6 +146,10 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items())
     ):
         raise WeightsError(f"{path}: safetensors __metadata__ must map strings to strings")
+    try:
+        logical = logical_dtypes(meta)
+    except ValueError as e:
+        raise WeightsError(f"{path}: {e}") from None
     out: dict[str, TensorInfo] = {}
     spans = []
     for name, entry in header.items():
@@ -161,7 +166,15 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
         if end - begin != math.prod(shape) * SAFETENSORS_DTYPES[dtype] or begin < 0:
             raise WeightsError(f"{path}: tensor {name!r}: {dtype}{shape} does not fill data_offsets {offsets}")
         spans.append((begin, end, name))
+        if name in logical:  # stored narrower (gnvc.tensor_files): declare the dtype it loads as
+            wide_dtype = DTYPE_NAMES[logical.pop(name)]
+            wide = TORCH_TO_SAFETENSORS[wide_dtype]
+            if dtype not in {TORCH_TO_SAFETENSORS[d] for d in NARROWER[wide_dtype]}:
+                raise WeightsError(f"{path}: tensor {name!r}: stored as {dtype}, which is not a narrowing of {wide}")
+            dtype = wide
         out[name] = TensorInfo(dtype, tuple(shape))
+    if logical:
+        raise WeightsError(f"{path}: {LOGICAL_DTYPES_KEY} names {sorted(logical)[0]!r}, which the file does not hold")
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:

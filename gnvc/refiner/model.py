@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 from diffusers import WanTransformer3DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from gnvc.errors import ConfigError, WeightsError
 from gnvc.refiner.adapter import ContextAdapter
 from gnvc.refiner.flow import euler_integrate, expand_t, start_point, wan_to_project_velocity
+from gnvc.tensor_files import load_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "refiner.safetensors"
@@ -149,7 +150,7 @@ class Refiner(nn.Module):
         try:
             cfg = json.loads(cfg_file.read_text())
             transformer = load_transformer(path / TRANSFORMER_DIR)
-            tensors = load_file(str(w_file))
+            tensors = load_tensors(w_file)
             adapter = None
             if cfg.get("adapter"):
                 a = cfg["adapter"]

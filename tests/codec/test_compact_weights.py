@@ -1,0 +1,142 @@
+"""Compact storage of model directories (how the shipped release fits in git): lossless, validated,
+and ``--half`` a deliberate new model that codes streams exactly like the directory it loads from."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gnvc.cli import cli
+from gnvc.errors import BitstreamError, WeightsError
+from gnvc.models.model_dir import GnvcModel
+from gnvc.models.schema import read_safetensors_header
+from gnvc.tensor_files import LOGICAL_DTYPES_KEY, compact_file, load_tensors, narrowest_dtype
+from gnvc.videocodec import decode_video, encode_video
+
+from .conftest import random_video
+
+CODEC_W = "codec/model.safetensors"
+
+
+def _dtypes(path: Path) -> dict[str, str]:
+    return {k: v.dtype for k, v in read_safetensors_header(path).items()}
+
+
+def _stored(path: Path, name: str) -> torch.dtype:
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_slice(name).get_dtype()
+
+
+def test_narrowest_dtype_is_exact_or_wide():
+    assert narrowest_dtype(torch.tensor([1.5, -2.0, 0.0])) == torch.float16
+    assert narrowest_dtype(torch.tensor([1e-3])) == torch.float32  # not a float16 number
+    assert narrowest_dtype(torch.tensor([2.0**100])) == torch.bfloat16  # beyond float16's range
+    assert narrowest_dtype(torch.tensor([float("nan")])) == torch.float32
+    assert narrowest_dtype(torch.tensor([3, -100], dtype=torch.int32)) == torch.int8
+    assert narrowest_dtype(torch.tensor([32767], dtype=torch.int32)) == torch.int16
+    assert narrowest_dtype(torch.tensor([1 << 20], dtype=torch.int64)) == torch.int32
+    assert narrowest_dtype(torch.tensor([1 << 40], dtype=torch.int64)) == torch.int64
+
+
+def test_compact_file_round_trips_every_tensor(tmp_path):
+    tensors = {
+        "half": torch.arange(-500, 500) * 0.25,
+        "wide": torch.tensor([0.1, 0.2]),
+        "small_ints": torch.arange(-100, 100, dtype=torch.int32),
+        "index": torch.tensor([1 << 40, 3], dtype=torch.int64),
+        "empty": torch.zeros(0, dtype=torch.int32),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    before, after = compact_file(path)
+    assert after < before
+    loaded = load_tensors(path)
+    assert set(loaded) == set(tensors)
+    for k, t in tensors.items():
+        assert loaded[k].dtype == t.dtype and torch.equal(loaded[k], t), k
+    assert _stored(path, "half") == "F16" and _stored(path, "small_ints") == "I8" and _stored(path, "wide") == "F32"
+    # the header validator reports the dtype each tensor loads as
+    assert _dtypes(path) == {"half": "F32", "wide": "F32", "small_ints": "I32", "index": "I64", "empty": "I32"}
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["format"] == "pt"  # other metadata survives
+
+
+def test_a_model_packed_exactly_keeps_its_hash_and_shrinks(tmp_path, tiny_model_dir, tiny_model):
+    out = tmp_path / "packed"
+    r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / CODEC_W).stat().st_size < (tiny_model_dir / CODEC_W).stat().st_size
+    assert _stored(out / CODEC_W, "context_to_y.0.int_weight") == "I16"  # |W| < 2^15 by the format
+    loaded = GnvcModel.from_pretrained(out)
+    assert loaded.weights_hash == tiny_model.weights_hash
+    sd = loaded.codec.state_dict()
+    for k, v in tiny_model.codec.state_dict().items():
+        assert sd[k].dtype == v.dtype and torch.equal(sd[k], v), k
+
+
+def test_half_pack_is_a_new_model_that_codes_like_the_one_in_memory(tmp_path, tiny_model):
+    rounded = copy.deepcopy(tiny_model)
+    assert rounded.round_weights_to_half() > 100
+    assert rounded.weights_hash != tiny_model.weights_hash
+    for p in rounded.parameters():
+        assert torch.equal(p.to(torch.float16).to(torch.float32), p)
+    out = tmp_path / "half"
+    rounded.save_pretrained(out, compact=True)
+    size = sum(p.stat().st_size for p in out.rglob("*.safetensors"))
+    full = tmp_path / "full"
+    tiny_model.save_pretrained(full)
+    assert size < 0.6 * sum(p.stat().st_size for p in full.rglob("*.safetensors"))
+    loaded = GnvcModel.from_pretrained(out)
+    assert loaded.weights_hash == rounded.weights_hash
+    video = random_video(5, 32, 48, seed=3)
+    stream = encode_video(rounded, video, quality=2).data
+    assert encode_video(loaded, video, quality=2).data == stream
+    assert np.array_equal(decode_video(loaded, stream).frames, decode_video(rounded, stream).frames)
+    with pytest.raises(BitstreamError, match="encoded with weights"):
+        decode_video(tiny_model, stream)  # the unrounded model is another model
+
+
+def _rewrite_metadata(path: Path, change) -> None:
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    change(meta, tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m, t: m.__setitem__(LOGICAL_DTYPES_KEY, "[1]"), "must map tensor names"),
+        (lambda m, t: m.__setitem__(LOGICAL_DTYPES_KEY, json.dumps({"log_gain": "float64"})), "must map tensor"),
+        (lambda m, t: m.__setitem__(LOGICAL_DTYPES_KEY, json.dumps({"nothing": "int32"})), "does not hold"),
+        # a float stored where an integer table is declared is no narrowing of it
+        (
+            lambda m, t: (
+                t.__setitem__("context_to_y.0.int_weight", t["context_to_y.0.int_weight"].to(torch.float16)),
+                m.__setitem__(LOGICAL_DTYPES_KEY, json.dumps({"context_to_y.0.int_weight": "int32"})),
+            ),
+            "not a narrowing of I32",
+        ),
+    ],
+)
+def test_a_bad_dtype_record_is_refused_before_loading(tmp_path, tiny_model, change, match):
+    out = tmp_path / "m"
+    tiny_model.save_pretrained(out, compact=True)
+    _rewrite_metadata(out / CODEC_W, change)
+    index = json.loads((out / "model_index.json").read_text())
+    from gnvc.models.schema import file_digests
+
+    index["files"] = file_digests(out)
+    (out / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match=match) as e:
+        GnvcModel.from_pretrained(out)
+    assert CODEC_W in str(e.value)
