@@ -139,7 +139,7 @@ def evaluate(
     """Evaluate gnvc (with --weights) and the anchors on VIDEOS; writes report.md/report.json to -o."""
     from gnvc.cli.options import resolve_device
     from gnvc.evaluation.anchors import anchor_spec
-    from gnvc.evaluation.evaluate import evaluate_videos
+    from gnvc.evaluation.evaluate import evaluate_videos, local_workers
     from gnvc.evaluation.methods import build_methods
 
     resolve_device(device)
@@ -161,15 +161,7 @@ def evaluate(
         refinement=refinement,
         device=device,
     )
-    map_fn = None
-    if workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # Spawned, never forked: a fork after torch's thread pools have started can deadlock.
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-        map_fn = pool.map
-    try:
+    with local_workers(workers) as map_fn:
         report = evaluate_videos(
             list(videos),
             methods,
@@ -182,9 +174,6 @@ def evaluate(
             map_fn=map_fn,
             visuals=not no_visuals,
         )
-    finally:
-        if workers > 1:
-            pool.shutdown()
     ref = report["reference"]
     if ref:
         click.echo(f"BD-rate against {ref} (mean over {len(report['videos'])} sequence(s)):")

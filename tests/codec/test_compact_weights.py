@@ -140,3 +140,27 @@ def test_a_bad_dtype_record_is_refused_before_loading(tmp_path, tiny_model, chan
     with pytest.raises(WeightsError, match=match) as e:
         GnvcModel.from_pretrained(out)
     assert CODEC_W in str(e.value)
+
+
+def test_without_weights_the_pipeline_model_wins_then_the_shipped_release(tmp_path, monkeypatch, tiny_model_dir):
+    import shutil
+
+    from gnvc.models import model_dir as md
+
+    releases, models = tmp_path / "weights", tmp_path / "models"
+    monkeypatch.setattr(md, "RELEASES_ROOT", releases)
+    monkeypatch.setattr(md, "DEFAULT_MODELS_ROOT", models)
+    with pytest.raises(WeightsError, match="no weights for profile 'tiny'"):
+        md.resolve_weights(None)
+    shutil.copytree(tiny_model_dir, releases / "v1")  # a shipped release (its profile: tiny)
+    (releases / "broken").mkdir()
+    (releases / "broken" / "model_index.json").write_text("{not json")  # never picked
+    assert md.resolve_weights(None) == releases / "v1"
+    assert md.resolve_weights(None, "tiny") == releases / "v1"
+    with pytest.raises(WeightsError, match="no weights for profile 'base'"):
+        md.resolve_weights(None, "base")
+    shutil.copytree(tiny_model_dir, models / "tiny")  # what `dvc repro` trained wins over the release
+    assert md.resolve_weights(None) == models / "tiny"
+    assert md.resolve_weights(tiny_model_dir) == tiny_model_dir
+    with pytest.raises(WeightsError, match="not a gnvc model directory"):
+        md.resolve_weights(tmp_path)

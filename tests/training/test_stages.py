@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from gnvc.errors import ConfigError
+from gnvc.errors import ConfigError, InputError
 from gnvc.io.video import Video
 from gnvc.models.model_dir import GnvcModel
 from gnvc.videocodec import decode_video, encode_video
@@ -185,10 +185,10 @@ def test_evaluate_stage_reports_on_held_out_clips(pipeline: tuple[Path, dict[str
             "weights": str(tmp / "models/{profile}"), "clips_manifest": str(tmp / "data/clips/manifest.json"),
             "split": "val", "max_clips": 1, "out_dir": str(tmp / "reports/evaluate"), "qualities": [0, 2],
             "refinement": "both", "anchors": ["x264"], "qp": {"x264": [40, 51]},
-            "metrics": ["psnr_rgb", "lpips_alex", "dists"], "visuals": True,
+            "metrics": ["psnr_rgb", "lpips_alex", "dists"], "visuals": True, "workers": 2,
         },
     }  # fmt: skip
-    result = evaluate.run(params)
+    result = evaluate.run(params)  # two spawned worker processes, as `gnvc eval --workers 2`
     report = json.loads((tmp / "reports/evaluate/report.json").read_text())
     assert set(report["methods"]) == {"gnvc", "gnvc-noref", "x264"}
     (clip,) = report["points"]
@@ -201,6 +201,19 @@ def test_evaluate_stage_reports_on_held_out_clips(pipeline: tuple[Path, dict[str
     assert "refinement.lpips_alex.delta" in flatten_metrics(result)
     with pytest.raises(ConfigError, match="not a model directory"):
         evaluate.run({**params, "evaluate": {**params["evaluate"], "weights": str(tmp / "nowhere")}})
+
+
+def test_held_out_videos_keep_only_the_named_sources(pipeline: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    from gnvc.stages.evaluate import held_out_videos
+
+    tmp, _, _ = pipeline
+    manifest = tmp / "data/clips/manifest.json"
+    every = held_out_videos(manifest, "val", None)
+    source = next(iter(every)).split("/", 1)[0]
+    kept = held_out_videos(manifest, "val", None, sources=[source])
+    assert kept and set(kept) == {k for k in every if k.startswith(source + "/")}
+    with pytest.raises(InputError, match="no 'val' clips of the sources"):
+        held_out_videos(manifest, "val", None, sources=["no-such-source"])
 
 
 def test_latent_statistics_do_not_depend_on_the_thread_count(test_profile: dict[str, Any]) -> None:
