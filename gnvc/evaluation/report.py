@@ -97,6 +97,16 @@ def markdown(
         out += ["Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)] + [""]
     fid = [m for m in metrics if METRICS[m].fidelity]
     tmp = [m for m in metrics if not METRICS[m].fidelity]
+    if report.get("mean_points"):
+        out += [f"## Mean over the {len(report['videos'])} sequences, per rate point", ""]
+        out += [f"![mean RD curves]({report['mean_figure']})", ""]
+        cols = ["method", "point", "bpp"] + [METRICS[m].label for m in fid + tmp]
+        out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for method, pts in report["mean_points"].items():
+            for p in pts:
+                vals = " | ".join(_fmt(p["mean"].get(m), m) for m in fid + tmp)
+                out.append(f"| {method} | {p['label']} | {p['bpp']:.4f} | {vals} |")
+        out.append("")
     for video, info in report["videos"].items():
         out += [
             f"## Sequence `{video}` — {info['width']}×{info['height']}, {info['frames']} frames, {info['fps']:.3f} fps",
@@ -186,6 +196,27 @@ def markdown(
     return "\n".join(out)
 
 
+def mean_points(points: dict[str, dict[str, list[dict]]]) -> dict[str, list[dict]]:
+    """Per method, each rate point (a QP, a quality index) averaged over the sequences: bpp and every
+    metric's mean, for the labels every sequence has. The overview a reader looks at first; BD-rates
+    stay per sequence (then averaged), as averaging rates across contents distorts curve shapes."""
+    videos = list(points)
+    out: dict[str, list[dict]] = {}
+    for method in dict.fromkeys(m for per in points.values() for m in per):
+        by_label = [{p["label"]: p for p in points[v].get(method, [])} for v in videos]
+        rows = []
+        for label in [x for x in by_label[0] if all(x in d for d in by_label)]:
+            ps = [d[label] for d in by_label]
+            mean = {}
+            for m in ps[0]["mean"]:
+                vals = [q["mean"].get(m) for q in ps]
+                mean[m] = None if any(v is None for v in vals) else float(np.mean(vals))
+            rows.append({"label": label, "bpp": float(np.mean([q["bpp"] for q in ps])), "mean": mean})
+        if rows:
+            out[method] = rows
+    return out
+
+
 def write_report(
     report: dict,
     points: dict[str, dict[str, list[dict]]],
@@ -222,6 +253,15 @@ def write_report(
             (out_dir / rel).write_bytes(png_bytes(slices_figure(slices)))
             figs["slices"] = rel
         figures[video] = figs
+    if len(points) > 1:
+        report["mean_points"] = mean_points(points)
+        base = {}
+        for m in metrics:
+            vals = [originals.get(v, {}).get("mean", {}).get(m) for v in points]
+            base[m] = None if any(x is None for x in vals) else float(np.mean(vals))
+        rel = f"{FIGURES}/rd_mean.png"
+        rd_figure(f"mean over {len(points)} sequences", report["mean_points"], metrics, out_dir / rel, labels, base)
+        report["mean_figure"] = rel
     report["figures"] = figures
     report["visual_points"] = {
         v: {"target_bpp": t, "points": {m: p["label"] for m, p in c.items()}} for v, (t, c) in visual_points.items()

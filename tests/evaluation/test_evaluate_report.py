@@ -140,3 +140,21 @@ def test_bad_requests(carphone):
         build_methods([])
     with pytest.raises(InputError, match="refinement"):
         build_methods([], weights="models/tiny", refinement="maybe")
+
+
+def test_several_sequences_get_a_mean_per_rate_point(carphone, tmp_path):
+    videos = {
+        "a": Video(carphone.frames[:2], carphone.fps),
+        "b": Video(np.ascontiguousarray(carphone.frames[2:4, :, ::-1]), carphone.fps),
+    }
+    report = evaluate_videos(
+        videos, [JpegMethod(qualities=(20, 85))], tmp_path, metrics=["psnr_rgb"], reference=None, visuals=False
+    )
+    (low, high) = report["mean_points"]["jpeg"]
+    assert [low["label"], high["label"]] == ["q20", "q85"]
+    for row in (low, high):
+        per_video = [next(p for p in report["points"][v]["jpeg"] if p["label"] == row["label"]) for v in videos]
+        assert row["bpp"] == pytest.approx(np.mean([p["bpp"] for p in per_video]))
+        assert row["mean"]["psnr_rgb"] == pytest.approx(np.mean([p["mean"]["psnr_rgb"] for p in per_video]))
+    assert (tmp_path / report["mean_figure"]).is_file()
+    assert "## Mean over the 2 sequences" in (tmp_path / "report.md").read_text()
