@@ -137,7 +137,7 @@ def decode(input_path, output, weights, steps, start, frames, device) -> None:
     with open(input_path, "rb") as f:
         header = ContainerReader(f).header
         check_range(header, start, frames)
-        model = load_model(weights, header.profile).to(dev)
+        model = load_model(weights, header.profile, header.weights_hash).to(dev)
         fps = Fraction(header.fps_num, header.fps_den)
         with FrameWriter(output, width=header.width, height=header.height, fps=fps) as writer:
             res = decode_stream(

@@ -198,10 +198,20 @@ def shipped_releases() -> dict[str, Path]:
     return out
 
 
-def resolve_weights(weights: str | Path | None, profile: str | None = None) -> Path:
+def _recorded_hash(path: Path) -> str | None:
+    try:
+        return str(json.loads((path / INDEX_NAME).read_text())["weights_hash"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve_weights(weights: str | Path | None, profile: str | None = None, weights_hash: bytes | None = None) -> Path:
     """The model directory to use: ``weights`` if given; else ``models/<profile>/`` (what the
     pipeline trained); else the shipped release of that profile (``weights/<name>/``); with no
-    profile, ``models/tiny/`` or else the shipped release. A clear error when there is none."""
+    profile, ``models/tiny/`` or else the shipped release. A clear error when there is none.
+
+    ``weights_hash`` (a stream's): of those two, the one that encoded it wins, so a stream coded
+    with the shipped release decodes without ``--weights`` beside a ``models/<profile>/`` of one's own."""
     if weights is not None:
         path = Path(weights)
         if not (path / INDEX_NAME).is_file():
@@ -209,9 +219,13 @@ def resolve_weights(weights: str | Path | None, profile: str | None = None) -> P
         return path
     name = profile or "tiny"
     path = DEFAULT_MODELS_ROOT / name
+    releases = shipped_releases()
+    if weights_hash is not None:
+        for candidate in (path, releases.get(name)):
+            if candidate is not None and _recorded_hash(candidate) == weights_hash.hex():
+                return candidate
     if (path / INDEX_NAME).is_file():
         return path
-    releases = shipped_releases()
     if profile in releases:
         return releases[profile]
     if profile is None and releases:
@@ -223,9 +237,9 @@ def resolve_weights(weights: str | Path | None, profile: str | None = None) -> P
     )
 
 
-def load_model(weights: str | Path | None, profile: str | None = None) -> GnvcModel:
+def load_model(weights: str | Path | None, profile: str | None = None, weights_hash: bytes | None = None) -> GnvcModel:
     """Load the model directory that :func:`resolve_weights` picks, checking its profile."""
-    model = GnvcModel.from_pretrained(resolve_weights(weights, profile))
+    model = GnvcModel.from_pretrained(resolve_weights(weights, profile, weights_hash))
     if profile is not None and model.name != profile:
         raise WeightsError(f"the weights in {weights} are of profile {model.name!r}, not {profile!r}")
     return model

@@ -161,6 +161,14 @@ def test_without_weights_the_pipeline_model_wins_then_the_shipped_release(tmp_pa
         md.resolve_weights(None, "base")
     shutil.copytree(tiny_model_dir, models / "tiny")  # what `dvc repro` trained wins over the release
     assert md.resolve_weights(None) == models / "tiny"
+    # ... unless a stream names the release's weights: decoding picks the directory that encoded it
+    index = json.loads((models / "tiny" / "model_index.json").read_text())
+    index["weights_hash"] = "00" * 8  # another training of the same profile
+    (models / "tiny" / "model_index.json").write_text(json.dumps(index))
+    release_hash = bytes.fromhex(json.loads((releases / "v1" / "model_index.json").read_text())["weights_hash"])
+    assert md.resolve_weights(None, "tiny", release_hash) == releases / "v1"
+    assert md.resolve_weights(None, "tiny", bytes(8)) == models / "tiny"
+    assert md.resolve_weights(None, "tiny", b"\x01" * 8) == models / "tiny"  # neither: the usual order
     assert md.resolve_weights(tiny_model_dir) == tiny_model_dir
     with pytest.raises(WeightsError, match="not a gnvc model directory"):
         md.resolve_weights(tmp_path)
