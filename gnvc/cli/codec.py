@@ -231,7 +231,6 @@ def model_pack(source, output, half) -> None:
     How the shipped releases in weights/ are made (`gnvc model pack models/base -o weights/base --half`).
     """
     from gnvc.models.model_dir import GnvcModel
-    from gnvc.models.schema import file_digests
 
     m = GnvcModel.from_pretrained(source)
     old = m.weights_hash.hex()
@@ -239,8 +238,7 @@ def model_pack(source, output, half) -> None:
         n = m.round_weights_to_half()
         status(f"rounded {n} float tensors to float16 values: weights hash {old} -> {m.weights_hash.hex()}")
     m.save_pretrained(output, compact=True)
-    before = sum((Path(source) / f).stat().st_size for f in file_digests(Path(source)))
-    after = sum((output / f).stat().st_size for f in file_digests(output))
+    before, after = (sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) for d in (source, output))
     status(
         f"{output}: {m.name} model, weights hash {m.weights_hash.hex()}, "
         f"{after / 1e6:.1f} MB (from {before / 1e6:.1f} MB)"
