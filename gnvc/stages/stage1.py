@@ -11,6 +11,11 @@ adapter), and L_CFM the conditional flow matching loss on the straight path from
 with target v_τ = (x1 − x0) − tN/(1 − tN)·(x_c − x1) at τ ~ U[tN, 1). DESIGN §1's Stage I is
 w_c = 0, w_cfm = 1; ``codec_mse_weight`` (w_c) lets the codec learn directly from its own error
 as well, which a from-scratch codec needs on a CPU budget (documented in docs/training.md).
+
+``codec_warmup_steps`` (N, default 0): the first N steps train the codec alone on
+R(ŷ) + λ_q·‖x_c − x1‖² (no refinement, ~13× cheaper per step on a CPU); at step N the full
+objective starts with fresh Adam moments and its own LR warm-up (``joint_warmup_steps``), as the
+VAE's image → clip phases do. One cosine schedule spans both phases.
 tN and L are the profile's ``coding`` values, the ones the encoder writes into headers.
 """
 
@@ -34,7 +39,7 @@ from gnvc.training.common import (
     stage_result,
     stage_section,
 )
-from gnvc.training.losses import stage1_losses
+from gnvc.training.losses import codec_losses, stage1_losses
 from gnvc.training.runner import Trainer
 
 
@@ -62,11 +67,25 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         latent_stream_factory(manifest, int(section.get("batch_size", 8)), int(section["seed"]), section.get("frames")),
     )
     crop = section.get("crop")
+    warmup = int(section.get("codec_warmup_steps", 0))
+    if warmup > 0:
+        trainer.new_phase(warmup, int(section.get("joint_warmup_steps", section.get("warmup_steps", 0))))
+    switched = False
+
+    def noise(shape: torch.Size) -> torch.Tensor:
+        return trainer.rand(shape) - 0.5  # per sample, the same at any worker count
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
+        nonlocal switched
         x1 = random_crop(next(latents), crop, tr.generator).to(tr.device)
         b = x1.shape[0]
         q = tr.randint(codec.num_qualities, (b,))
+        if tr.step < warmup:
+            return codec_losses(codec, x1, q, lambdas, noise=noise)
+        if warmup > 0 and not switched:
+            if tr.step == warmup:  # a run resumed past the switch already has the joint moments
+                tr.reset_optimizer()
+            switched = True
         x0 = tr.randn(x1.shape)
         tau = t_n + (1.0 - t_n) * tr.rand((b,))
         return stage1_losses(
@@ -81,7 +100,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             steps=n_steps,
             codec_mse_weight=w_c,
             cfm_weight=w_cfm,
-            noise=lambda shape: tr.rand(shape) - 0.5,  # per sample, the same at any worker count
+            noise=noise,
         )
 
     last = trainer.fit(step)

@@ -144,6 +144,27 @@ def with_aux_loss(codec: torch.nn.Module, rd: torch.Tensor, **logged: torch.Tens
     }
 
 
+def codec_losses(
+    codec: torch.nn.Module,
+    x1: torch.Tensor,
+    quality: torch.Tensor,
+    lambdas: torch.Tensor,
+    *,
+    noise: NoiseFn | None = None,
+) -> dict[str, torch.Tensor]:
+    """Stage I's codec warm-up: R(ŷ) + λ_q·‖x_c − x1‖², the codec alone (the refiner is not run).
+
+    A from-scratch codec learns ~13× faster per second this way than through the five refinement
+    steps (0.34 s against 4.4 s per batch of 8 on the 2-core CPU), and the refinement's objective
+    starts from a codec whose contexts carry the video (docs/training.md).
+    """
+    out = codec(x1, quality, noise=noise)
+    rate = bits_per_pixel(out.bits, x1)
+    d_c = per_sample_mse(out.latents_hat, x1)
+    rd = (rate + lambdas[quality] * d_c).mean()
+    return with_aux_loss(codec, rd, bpp=rate, mse_codec=d_c)
+
+
 def stage1_losses(
     codec: torch.nn.Module,
     refiner: Refiner,

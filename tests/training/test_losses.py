@@ -18,6 +18,7 @@ from gnvc.refiner.flow import target_velocity
 from gnvc.training.losses import (
     bits_per_pixel,
     cfm_loss,
+    codec_losses,
     flow_matching_loss,
     pixels_of_latents,
     stage1_losses,
@@ -134,6 +135,25 @@ def test_stage1_losses_descend(model: GnvcModel) -> None:
 
     first, last = _descends(fn, params, 15, 2e-3)
     for k in ("loss", "rd", "aux", "mse_refined", "mse_codec", "cfm"):
+        assert last[k] < first[k], (k, first[k], last[k])
+
+
+def test_codec_losses_descend_and_are_the_rd_objective(model: GnvcModel) -> None:
+    """The codec warm-up objective: R + λ_q·‖x_c − x1‖² per sample, the codec alone."""
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, 16, 3, 4, 4, generator=g)
+    q = torch.tensor([0, 2])
+    lambdas = torch.tensor([1.0, 4.0, 16.0])
+    model.codec.requires_grad_(True)
+    with torch.no_grad():
+        out = model.codec(x1, q)
+        expected = bits_per_pixel(out.bits, x1) + lambdas[q] * (out.latents_hat - x1).square().flatten(1).mean(1)
+        got = codec_losses(model.codec, x1, q, lambdas)
+    assert torch.allclose(got["rd"], expected.mean())
+    assert set(got) == {"loss", "rd", "aux", "bpp", "mse_codec"}  # nothing of the refiner
+
+    first, last = _descends(lambda: codec_losses(model.codec, x1, q, lambdas), list(model.codec.parameters()), 15, 2e-3)
+    for k in ("loss", "rd", "mse_codec"):
         assert last[k] < first[k], (k, first[k], last[k])
 
 

@@ -118,6 +118,35 @@ def test_stage1_froze_the_dit_and_trained_codec_and_adapter(
     assert torch.equal(prior.vae.vae.decoder.conv_out.weight, s1.vae.vae.decoder.conv_out.weight)
 
 
+def test_stage1_codec_warmup_trains_the_codec_alone_then_the_adapter(
+    pipeline: tuple[Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    """``codec_warmup_steps``: the refiner is not run (its adapter stays zero) until the switch."""
+    from gnvc.stages import stage1
+
+    tmp, params, _ = pipeline
+    warm = copy.deepcopy(params)
+    warm["stage1"].update(codec_warmup_steps=2, output=str(tmp / "build/stage1_warm"), run_dir=str(tmp / "runs/s1w"),
+                          log_dir=str(tmp / "log/s1w"))  # fmt: skip
+    stage1.run(warm)
+    prior, s1 = GnvcModel.from_pretrained(tmp / "build/prior"), GnvcModel.from_pretrained(tmp / "build/stage1_warm")
+    assert all(p.abs().sum() == 0 for p in s1.refiner.adapter.block_proj.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(prior.codec.parameters(), s1.codec.parameters(), strict=True))
+    assert "mse_refined" not in _tsv(tmp / "log/s1w/metrics.tsv")[-1]  # the refiner's loss was never computed
+
+    warm["stage1"]["steps"] = 3  # resumes from step 2, then the joint loss
+    assert stage1.run(warm)["resumed_from"] == 2
+    s1 = GnvcModel.from_pretrained(tmp / "build/stage1_warm")
+    assert any(p.abs().sum() > 0 for p in s1.refiner.adapter.block_proj.parameters())
+    rows = _tsv(tmp / "log/s1w/metrics.tsv")
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[2]["mse_refined"] != "" and "cfm" in rows[2]
+
+
+def _tsv(path: Path) -> list[dict[str, str]]:
+    head, *lines = path.read_text().splitlines()
+    return [dict(zip(head.split("\t"), line.split("\t"), strict=False)) for line in lines]
+
+
 def test_final_model_codes_video(pipeline: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
     tmp, _, _ = pipeline
     model = GnvcModel.from_pretrained(tmp / "models/test")
