@@ -104,4 +104,4 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         )
 
     last = trainer.fit(step)
-    return stage_result(trainer, last, model, output, t0)
+    return stage_result(trainer, last, model, output, t0, fit_quantiles=True)

@@ -169,11 +169,17 @@ def latent_stream_factory(manifest: Path, batch_size: int, seed: int, frames: in
     return factory
 
 
-def finish_model(model: GnvcModel, output: Path) -> str:
-    """Fold LoRA in, rebuild the entropy tables, and write a complete model directory."""
+def finish_model(model: GnvcModel, output: Path, *, fit_quantiles: bool = False) -> str:
+    """Fold LoRA in, rebuild the entropy tables, and write a complete model directory.
+
+    ``fit_quantiles``: converge the codec's quantiles first (:meth:`ContextualLatentCodec.fit_quantiles`),
+    for the stages that trained the codec (Stage I and II).
+    """
     if model.refiner is not None:
         model.refiner.merge_lora()
         model.refiner.checkpoint_steps = False
+    if fit_quantiles:
+        model.codec.fit_quantiles()
     model.codec.update(force=True)
     model.invalidate_hash()
     model.cpu().eval()
@@ -183,13 +189,15 @@ def finish_model(model: GnvcModel, output: Path) -> str:
     return model.weights_hash.hex()
 
 
-def stage_result(trainer: Trainer, last: dict[str, float], model: GnvcModel, output: Path, t0: float) -> dict[str, Any]:
+def stage_result(
+    trainer: Trainer, last: dict[str, float], model: GnvcModel, output: Path, t0: float, *, fit_quantiles: bool = False
+) -> dict[str, Any]:
     """Save the trained model (:func:`finish_model`) and return the stage's metrics."""
     if trainer.sharded and model.refiner is not None:  # FSDP: the DiT back in one piece (every rank gathers)
         model.refiner.transformer = trainer.unsharded(model.refiner.transformer)
         if model.refiner.adapter is not None:
             model.refiner.adapter.attach(model.refiner.transformer)
-    weights_hash = finish_model(model, output)
+    weights_hash = finish_model(model, output, fit_quantiles=fit_quantiles)
     return {
         **{f"train_{k}": v for k, v in last.items()},
         "steps": trainer.step,

@@ -125,3 +125,38 @@ def test_explicit_training_noise_is_compressais_noise():
     del eb.quantize, gc.quantize
     _, half = hp(y[2:], gain[2:], noise=lambda s: (u_z if s[2:] == u_z.shape[2:] else u_y)[2:])
     assert torch.allclose(half["y"], lik["y"][2:], atol=1e-6) and torch.allclose(half["z"], lik["z"][2:], atol=1e-6)
+
+
+def test_fit_quantiles_converges_them_and_only_them():
+    """After a training moved z's density, fitting the quantiles (before ``update()``) brings the
+    auxiliary loss to ≈ 0, touches no other weight, and codes z closer to its estimated rate."""
+    import copy
+
+    torch.manual_seed(1)
+    codec = ContextualLatentCodec(channels=32, y_channels=16, z_channels=16, context_channels=16, num_qualities=4)
+    ebs = [codec.intra_entropy.entropy_bottleneck, codec.inter_entropy.entropy_bottleneck]
+    density = [p for eb in ebs for n, p in eb.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(density, lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):  # z's density moves as in a training; the quantiles stay where they were
+        loss = sum(-torch.log2(eb(3.0 + 4.0 * torch.randn(8, 16, 4, 4, generator=g))[1]).mean() for eb in ebs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    before = float(codec.aux_loss())
+    fitted = copy.deepcopy(codec)
+    after = fitted.fit_quantiles()
+    assert before > 100 and after < 0.01 * before
+    for (name, a), b in zip(codec.state_dict().items(), fitted.state_dict().values(), strict=True):
+        assert torch.equal(a, b) == (not name.endswith("quantiles")), name
+    z = 3.0 + 4.0 * torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
+    real = []
+    for model in (codec, fitted):
+        model.update(force=True)
+        eb = model.intra_entropy.entropy_bottleneck
+        with torch.no_grad():
+            estimate = -torch.log2(eb(z, training=False)[1]).sum().item()
+        real.append(8 * len(eb.compress(z)[0]))
+        medians = eb._get_medians()
+        assert torch.equal(eb.decompress(eb.compress(z), z.shape[-2:]), torch.round(z - medians) + medians)
+    assert real[1] < real[0] and abs(real[1] - estimate) < 0.02 * estimate
