@@ -28,11 +28,12 @@ from gnvc import __version__
 from gnvc.codec.latent_codec import ContextualLatentCodec
 from gnvc.errors import WeightsError
 from gnvc.models.profiles import load_profile, merge, validate_profile
-from gnvc.models.schema import file_digests, validate_model_dir
+from gnvc.models.schema import NOTE_SUFFIXES, file_digests, validate_model_dir
 from gnvc.models.vae import VideoVAE
 from gnvc.tensor_files import compact_file
 
 INDEX_NAME = "model_index.json"
+MODEL_PARTS = ("vae", "codec", "refiner")  # a model directory's own folders, beside INDEX_NAME
 DEFAULT_MODELS_ROOT = Path("models")
 OWN_WEIGHT_FILES = ("model.safetensors", "refiner.safetensors")  # loaded by gnvc.tensor_files.load_tensors
 RELEASES_ROOT = Path(__file__).resolve().parents[2] / "weights"  # trained releases in the repository
@@ -135,9 +136,13 @@ class GnvcModel(nn.Module):
     def save_pretrained(self, path: str | Path, *, compact: bool = False) -> None:
         """Write the directory atomically: a crash never leaves a half-written model under ``path``.
 
+        An existing ``path`` must be empty or a model directory: its model is replaced and its
+        notes (a MODEL_CARD.md) are kept; a folder holding anything else is refused, never deleted.
+
         ``compact``: store each tensor in the narrowest dtype that holds it exactly
         (:mod:`gnvc.tensor_files`); loading gives back the same tensors and weights hash."""
         path = Path(path)
+        notes = _notes_to_keep(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not self.codec.tables_ready():
             self.codec.update(force=True)
@@ -160,6 +165,9 @@ class GnvcModel(nn.Module):
                 "files": file_digests(tmp),
             }
             (tmp / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+            for rel in notes:  # copied, so a crash loses nothing
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path / rel, tmp / rel)
             if path.exists():
                 shutil.rmtree(path)
             tmp.rename(path)
@@ -243,3 +251,26 @@ def load_model(weights: str | Path | None, profile: str | None = None, weights_h
     if profile is not None and model.name != profile:
         raise WeightsError(f"the weights in {weights} are of profile {model.name!r}, not {profile!r}")
     return model
+
+
+def _notes_to_keep(path: Path) -> list[str]:
+    """The notes (``.md``/``.txt``) of an existing model directory at ``path``, which a new save
+    keeps; raises rather than replace a folder that is not a model directory or holds other files.
+    """
+    if not path.exists():
+        return []
+    if not path.is_dir() or (any(path.iterdir()) and not (path / INDEX_NAME).is_file()):
+        raise WeightsError(f"{path} exists and is not a gnvc model directory: refusing to replace it")
+    notes, foreign = [], []
+    for f in sorted(p for p in path.rglob("*") if not p.is_dir()):
+        rel = f.relative_to(path).as_posix()
+        if f.suffix in NOTE_SUFFIXES:
+            notes.append(rel)
+        elif rel != INDEX_NAME and rel.split("/")[0] not in MODEL_PARTS:
+            foreign.append(rel)
+    if foreign:
+        raise WeightsError(
+            f"{path} holds files that are not part of its model ({', '.join(foreign[:3])}): "
+            "move them elsewhere, then save again"
+        )
+    return notes

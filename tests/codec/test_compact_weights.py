@@ -82,6 +82,31 @@ def test_a_model_packed_exactly_keeps_its_hash_and_shrinks(tmp_path, tiny_model_
         assert sd[k].dtype == v.dtype and torch.equal(sd[k], v), k
 
 
+def test_repacking_a_release_keeps_its_model_card_and_never_deletes_other_files(tmp_path, tiny_model_dir):
+    """``gnvc model pack … -o weights/NAME`` replaces the model, not the card written beside it."""
+    out = tmp_path / "release"
+    assert CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out)]).exit_code == 0
+    (out / "MODEL_CARD.md").write_text("# numbers a person measured\n")
+    (out / "codec" / "model.safetensors").write_bytes(b"stale")  # the model's own files are replaced
+    r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out), "--half"])
+    assert r.exit_code == 0, r.output
+    assert (out / "MODEL_CARD.md").read_text() == "# numbers a person measured\n"
+    GnvcModel.from_pretrained(out)  # and the model itself is whole
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    (out / "figures").mkdir()  # a file that is neither the model's nor a note: refused, nothing deleted
+    (out / "figures" / "rd.png").write_bytes(b"png")
+    r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out)])
+    assert r.exit_code != 0 and "figures/rd.png" in str(r.exception)
+    after = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert after == sorted([*before, "figures", "figures/rd.png"])
+    home = tmp_path / "documents"  # a folder that is not a model directory is never replaced
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(home)])
+    assert r.exit_code != 0 and "not a gnvc model directory" in str(r.exception)
+    assert [p.name for p in home.iterdir()] == ["thesis.tex"] and (home / "thesis.tex").read_text() == "years of work"
+
+
 def test_half_pack_is_a_new_model_that_codes_like_the_one_in_memory(tmp_path, tiny_model):
     rounded = copy.deepcopy(tiny_model)
     assert rounded.round_weights_to_half() > 100
