@@ -70,22 +70,16 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     warmup = int(section.get("codec_warmup_steps", 0))
     if warmup > 0:
         trainer.new_phase(warmup, int(section.get("joint_warmup_steps", section.get("warmup_steps", 0))))
-    switched = False
 
     def noise(shape: torch.Size) -> torch.Tensor:
         return trainer.rand(shape) - 0.5  # per sample, the same at any worker count
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
-        nonlocal switched
         x1 = random_crop(next(latents), crop, tr.generator).to(tr.device)
         b = x1.shape[0]
         q = tr.randint(codec.num_qualities, (b,))
         if tr.step < warmup:
             return codec_losses(codec, x1, q, lambdas, noise=noise)
-        if warmup > 0 and not switched:
-            if tr.step == warmup:  # a run resumed past the switch already has the joint moments
-                tr.reset_optimizer()
-            switched = True
         x0 = tr.randn(x1.shape)
         tau = t_n + (1.0 - t_n) * tr.rand((b,))
         return stage1_losses(

@@ -134,8 +134,6 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         if tr.step == image_steps and not switched:
             if inflate:
                 vae.inflate_temporal()
-            if image_steps > 0:
-                tr.reset_optimizer()
             switched = True
         x = next(images if images is not None and tr.step < image_steps else clips).to(tr.device)
         eps = tr.randn(vae_latent_shape(x, vae.vae.config.z_dim))

@@ -208,7 +208,7 @@ class Trainer:
         """Declare that the objective changes at step ``start`` (e.g. the VAE's images → clips).
 
         From ``start`` on the learning rate warms up again over ``warmup_steps`` (on top of the
-        schedule), and :meth:`reset_optimizer` should be called by the step function at ``start``.
+        schedule), and :meth:`fit` resets the optimizer (:meth:`reset_optimizer`) before step ``start``.
         Call it before :meth:`fit`, every run: it is derived from the config, not stored, so a
         resumed run follows the same schedule.
         """
@@ -286,6 +286,8 @@ class Trainer:
         if self.group is not None:
             self.group.start(self.step, self.modules)
         while self.step < cfg.steps:
+            if self._phase is not None and self.step == self._phase[0]:
+                self.reset_optimizer()  # a run resumed past the switch already has the new phase's moments
             self.optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for _ in range(cfg.grad_accum):
