@@ -5,6 +5,10 @@ VAE training helps is decided on whole held-out clips. Loads the VAE weights of 
 checkpoint (``checkpoints/<profile>/vae`` or a copy), optionally inflated in time first (what the
 clip phase starts from), and prints PSNR (first frame, other frames, all) and LPIPS-Alex.
 
+It also codes flat patches of 12 saturated hues (HSV, S 0.85, V 0.8) and prints the mean and the
+worst RGB error of their centres (on [0, 1]): the base VAE of release 2 turned a green into grey
+(error 0.4) while coding greys and oranges to 0.02, which whole-clip PSNR hides.
+
     python bench/vae_checkpoints.py checkpoints/base/vae inflate:checkpoints/base/vae --clips 6
 """
 
@@ -50,6 +54,22 @@ def evaluate(vae: VideoVAE, frames: np.ndarray, net: torch.nn.Module) -> dict[st
     return {"psnr_first": float(psnr[0]), "psnr_p": float(psnr[1:].mean()), "psnr": float(psnr.mean()), "lpips": lp}
 
 
+def hue_patches(n: int = 12) -> torch.Tensor:
+    """(n, 3, 5, 64, 64) flat clips in [-1, 1]: ``n`` hues at saturation 0.85, value 0.8."""
+    import colorsys
+
+    rgb = torch.tensor([colorsys.hsv_to_rgb(i / n, 0.85, 0.8) for i in range(n)], dtype=torch.float32)
+    return (rgb.view(n, 3, 1, 1, 1) * 2 - 1).expand(n, 3, 5, 64, 64).contiguous()
+
+
+@torch.no_grad()
+def hue_errors(vae: VideoVAE, patches: torch.Tensor) -> np.ndarray:
+    """Per hue, the largest channel error of the decoded patch's centre (mean over its pixels), on [0, 1]."""
+    y = torch.cat([vae.vae.decode(vae.vae.encode(p[None]).latent_dist.mode()).sample for p in patches]).clamp(-1, 1)
+    err = y[..., 16:48, 16:48].mean(dim=(2, 3, 4)) - patches[..., 16:48, 16:48].mean(dim=(2, 3, 4))
+    return (err.abs().amax(1) / 2).numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", help="DIR or inflate:DIR (exported checkpoint folders)")
@@ -64,16 +84,24 @@ def main() -> None:
     clips = [(r.clip_id, r.frames) for p in manifest.shard_paths(args.split) for r in read_clip_shard(p)][: args.clips]
     net = lpips_model("alex", "cpu")
     rows = []
-    print(f"{'checkpoint':44} {'step':>5} {'PSNR 1st':>8} {'PSNR P':>7} {'PSNR':>6} {'LPIPS':>6}  ({len(clips)} clips)")
+    patches = hue_patches()
+    print(
+        f"{'checkpoint':44} {'step':>5} {'PSNR 1st':>8} {'PSNR P':>7} {'PSNR':>6} {'LPIPS':>6} {'hue err':>7} "
+        f"{'worst':>5}  ({len(clips)} clips)"
+    )
     for spec in args.checkpoints:
         t0 = time.perf_counter()
         vae, step = load_vae(spec, args.profile)
         per = [evaluate(vae, f, net) for _, f in clips]
         row = {"checkpoint": spec, "step": step, **{k: float(np.mean([p[k] for p in per])) for k in per[0]}}
+        hue = hue_errors(vae, patches)
+        row["hue_error_mean"], row["hue_error_max"] = float(hue.mean()), float(hue.max())
+        row["hue_errors"] = [round(float(v), 4) for v in hue]
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(
-            f"{spec:44} {step:5d} {row['psnr_first']:8.2f} {row['psnr_p']:7.2f} {row['psnr']:6.2f} {row['lpips']:6.3f}"
+            f"{spec:44} {step:5d} {row['psnr_first']:8.2f} {row['psnr_p']:7.2f} {row['psnr']:6.2f} {row['lpips']:6.3f} "
+            f"{row['hue_error_mean']:7.3f} {row['hue_error_max']:5.2f}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"clips": [c for c, _ in clips], "rows": rows}, indent=1) + "\n")

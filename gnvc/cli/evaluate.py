@@ -119,6 +119,11 @@ def metrics(ref, dist, json_out, metric_names, max_frames, size, clip_weights, d
 @click.option("--device", default="cpu", show_default=True, help="torch device for gnvc and the network metrics.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes for the rate points.")
 @click.option("--no-visuals", is_flag=True, help="Skip the side-by-side frames and time slices.")
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Recompute every anchor point instead of reusing those in gnvc's cache (eval-points/).",
+)
 def evaluate(
     videos,
     weights,
@@ -135,12 +140,14 @@ def evaluate(
     device,
     workers,
     no_visuals,
+    no_cache,
 ) -> None:
     """Evaluate gnvc (with --weights) and the anchors on VIDEOS; writes report.md/report.json to -o."""
     from gnvc.cli.options import resolve_device
     from gnvc.evaluation.anchors import anchor_spec
     from gnvc.evaluation.evaluate import evaluate_videos, local_workers
     from gnvc.evaluation.methods import build_methods
+    from gnvc.evaluation.point_cache import PointCache
 
     resolve_device(device)
 
@@ -173,6 +180,7 @@ def evaluate(
             clip_path=clip_weights,
             map_fn=map_fn,
             visuals=not no_visuals,
+            point_cache=None if no_cache else PointCache(),
         )
     ref = report["reference"]
     if ref:

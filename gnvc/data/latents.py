@@ -34,6 +34,8 @@ from gnvc.data.shards import (
     publish_dir,
     read_clip_shard,
     read_manifest,
+    sha256_bytes,
+    variant_id,
     write_latent_shard,
     write_manifest,
 )
@@ -52,6 +54,23 @@ class ShardJob:
     batch_size: int
     dtype: str
     threads: int = 0
+    color_variants: int = 0  # extra encodings of each training clip under other RGB channel orders
+
+
+def color_variants(clip_id: str, n: int) -> list[tuple[int, int, int]]:
+    """``n`` channel orders other than RGB for ``clip_id`` (at most 5), the same on every machine.
+
+    Why: the latents are what the DiT prior and the codec learn from; a prior that never saw a
+    green latent pulls a refined green towards the colours it knows. Drawn from a hash of the
+    clip id (not the process's RNG), so a shard encodes the same variants wherever it runs.
+    """
+    import itertools
+
+    if not 0 <= n <= 5:
+        raise ConfigError(f"latents.color_variants must be 0..5 (other RGB orders), got {n}")
+    orders = list(itertools.permutations(range(3)))[1:]
+    rank = sorted(orders, key=lambda o: hashlib.sha256(f"{clip_id}/{o}".encode()).hexdigest())
+    return rank[:n]
 
 
 @dataclass
@@ -126,6 +145,7 @@ def plan_latents(section: dict[str, Any], *, profile: str = "tiny") -> LatentPla
             batch_size=batch_size,
             dtype=dtype,
             threads=int(section.get("threads", 0)),
+            color_variants=int(section.get("color_variants", 0)),
         )
         for s in man.shards
         if splits is None or s["split"] in splits
@@ -152,22 +172,29 @@ def encode_shard(job: ShardJob, vae: Any | None = None) -> dict[str, Any]:
     vae = vae if vae is not None else load_vae(job.vae_dir)
     norm = normalisation_of(vae)
     records: list[LatentRecord] = []
-    pending: list[Any] = []
+    pending: list[tuple[str, str, str, np.ndarray]] = []  # clip id, split, pixel SHA-256, frames
 
     def flush() -> None:
-        x = torch.from_numpy(np.stack([c.frames for c in pending]))
+        x = torch.from_numpy(np.stack([frames for *_, frames in pending]))
         x = x.permute(0, 4, 1, 2, 3).float().div_(127.5).sub_(1.0)
         z = vae.encode(x).float().numpy().astype(job.dtype)
-        for c, lat in zip(pending, z, strict=True):
-            records.append(LatentRecord(c.clip_id, c.split, c.sha256, np.ascontiguousarray(lat)))
+        for (clip_id, split, sha, _), lat in zip(pending, z, strict=True):
+            records.append(LatentRecord(clip_id, split, sha, np.ascontiguousarray(lat)))
         pending.clear()
 
-    for clip in read_clip_shard(job.clip_shard):
-        if pending and clip.frames.shape != pending[0].frames.shape:
+    def add(item: tuple[str, str, str, np.ndarray]) -> None:
+        if pending and item[3].shape != pending[0][3].shape:
             flush()
-        pending.append(clip)
+        pending.append(item)
         if len(pending) == job.batch_size:
             flush()
+
+    for clip in read_clip_shard(job.clip_shard):
+        add((clip.clip_id, clip.split, clip.sha256, clip.frames))
+        if clip.split == "train":
+            for order in color_variants(clip.clip_id, job.color_variants):
+                frames = np.ascontiguousarray(clip.frames[..., list(order)])
+                add((variant_id(clip.clip_id, order), clip.split, sha256_bytes(frames.tobytes()), frames))
     if pending:
         flush()
     entry = write_latent_shard(job.out_path, records, norm)

