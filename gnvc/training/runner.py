@@ -398,6 +398,19 @@ class Trainer:
             return []
         return sorted(p for p in self.run_dir.glob("step-*") if (p / META_NAME).is_file())
 
+    def _own_checkpoints(self) -> list[Path]:
+        """This config's checkpoints, oldest first. Pruning looks only at these: a checkpoint of
+        another config in the same ``run_dir`` (a run with other λs, say, at a higher step) is not
+        this run's to delete, and counting it made the pruning delete the checkpoint just written."""
+        own = []
+        for c in self._checkpoints():
+            try:
+                if json.loads((c / META_NAME).read_text()).get("fingerprint") == self.fingerprint:
+                    own.append(c)
+            except (OSError, ValueError):
+                continue
+        return own
+
     def save_checkpoint(self) -> Path | None:
         """Write ``run_dir/step-NNNNNNN`` atomically and prune old checkpoints (rank 0 of a worker group
         writes, every rank then reports it; the others return ``None``)."""
@@ -442,7 +455,7 @@ class Trainer:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         fault_point("checkpoint-saved", self.step)
-        for old in self._checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
+        for old in self._own_checkpoints()[: -max(1, self.cfg.keep_checkpoints)]:
             shutil.rmtree(old, ignore_errors=True)
         if self.export_dir is not None:
             self._export(tensors, meta)

@@ -103,6 +103,30 @@ def test_checkpoint_of_another_config_is_not_resumed(refiner_cfg: dict[str, Any]
     assert trainer.resumed_from is None and trainer.step == 0
 
 
+def test_pruning_keeps_this_runs_checkpoints_and_leaves_other_configs_alone(
+    refiner_cfg: dict[str, Any], tmp_path: Path
+) -> None:
+    """A run dir holding another config's checkpoint at a higher step (Stage I restarted with other
+    λs): the new run's pruning once counted it as the newest and deleted each checkpoint it wrote."""
+    import json
+    import shutil
+
+    _train(refiner_cfg, tmp_path / "other", 3)
+    foreign = tmp_path / "run" / "step-0000050"
+    shutil.copytree(tmp_path / "other" / "step-0000003", foreign)
+    meta = json.loads((foreign / "trainer.json").read_text())
+    (foreign / "trainer.json").write_text(json.dumps({**meta, "step": 50, "fingerprint": "another-config"}))
+    with pytest.raises(Interrupted):
+        _train(refiner_cfg, tmp_path / "run", 8, crash_at=7)  # checkpoints at 3 and 6, dies in step 7
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == [
+        "step-0000003", "step-0000006", "step-0000050",
+    ]  # fmt: skip
+    _, trainer = _train(refiner_cfg, tmp_path / "run", 8)
+    assert trainer.resumed_from == 6
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*")) == ["step-0000006", "step-0000008", "step-0000050"]
+    assert json.loads((foreign / "trainer.json").read_text())["fingerprint"] == "another-config"
+
+
 def test_checkpoint_contents_and_logs(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
     _, trainer = _train(refiner_cfg, tmp_path / "run", 6, log_dir=tmp_path / "log")
     last = sorted((tmp_path / "run").glob("step-*"))[-1]
