@@ -235,13 +235,16 @@ def evaluate_videos(
         point_cache.get(k, j.video_name) if point_cache is not None and k else None for j, k in zip(jobs, keys)
     ]
     todo = [i for i, r in enumerate(results) if r is None]
-    fresh = list((map_fn or map)(run_job, [jobs[i] for i in todo]))
-    if len(fresh) != len(todo):
-        raise GnvcError(f"map_fn returned {len(fresh)} results for {len(todo)} jobs")
-    for i, r in zip(todo, fresh):
-        results[i] = r
-        if point_cache is not None and keys[i]:
-            point_cache.put(keys[i], r)
+    done = 0
+    for r in (map_fn or map)(run_job, [jobs[i] for i in todo]):  # drained whole: a generator map may finish up
+        if done < len(todo):
+            i = todo[done]
+            results[i] = r
+            if point_cache is not None and keys[i]:
+                point_cache.put(keys[i], r)  # as each arrives: an interrupted evaluation keeps its finished points
+        done += 1
+    if done != len(todo):
+        raise GnvcError(f"map_fn returned {done} results for {len(todo)} jobs")
     wall = time.perf_counter() - t0
 
     points: dict[str, dict[str, list[dict]]] = {v: {m.name: [] for m in meths} for v in vids}
