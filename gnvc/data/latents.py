@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from gnvc.data.shards import (
+    CHANNEL_ORDERS,
     CLIP_FORMAT,
     FORMAT_VERSION,
     LATENT_DTYPES,
@@ -64,11 +65,9 @@ def color_variants(clip_id: str, n: int) -> list[tuple[int, int, int]]:
     green latent pulls a refined green towards the colours it knows. Drawn from a hash of the
     clip id (not the process's RNG), so a shard encodes the same variants wherever it runs.
     """
-    import itertools
-
     if not 0 <= n <= 5:
         raise ConfigError(f"latents.color_variants must be 0..5 (other RGB orders), got {n}")
-    orders = list(itertools.permutations(range(3)))[1:]
+    orders = list(CHANNEL_ORDERS[1:])
     rank = sorted(orders, key=lambda o: hashlib.sha256(f"{clip_id}/{o}".encode()).hexdigest())
     return rank[:n]
 

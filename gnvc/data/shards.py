@@ -16,6 +16,7 @@ deterministic given the seed (and the epoch, and the rank for data-parallel trai
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -111,6 +112,7 @@ class LatentRecord:
 
 
 CHANNELS = "rgb"
+CHANNEL_ORDERS: tuple[tuple[int, int, int], ...] = tuple(itertools.permutations(range(3)))  # [0] is RGB itself
 
 
 def variant_id(clip_id: str, order: tuple[int, ...] | list[int]) -> str:

@@ -12,16 +12,16 @@ batches the same way, and each worker of a data-parallel run keeps its rows of o
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from gnvc.data.shards import CHANNEL_ORDERS as _ORDERS
 from gnvc.errors import ConfigError
 from gnvc.training.runner import Trainer
 
-CHANNEL_ORDERS = torch.tensor(list(itertools.permutations(range(3))))  # (6, 3); row 0 is RGB itself
+CHANNEL_ORDERS = torch.tensor(_ORDERS)  # (6, 3): the channel orders latent colour variants use too
 
 
 @dataclass(frozen=True)
