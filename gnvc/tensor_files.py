@@ -16,12 +16,14 @@ casts every floating tensor to the model's float32 parameters, which restores th
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 LOGICAL_DTYPES_KEY = "gnvc.logical_dtypes"
 
@@ -32,6 +34,78 @@ NARROWER: dict[torch.dtype, tuple[torch.dtype, ...]] = {
     torch.int64: (torch.int8, torch.int16, torch.int32),
 }
 DTYPE_NAMES: dict[str, torch.dtype] = {str(d).removeprefix("torch."): d for d in NARROWER}
+
+# safetensors' dtype codes for what gnvc writes itself.
+_ST_DTYPES: dict[torch.dtype, str] = {
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+class SafetensorsWriter:
+    """One safetensors file written tensor by tensor, byte for byte the same on every run.
+
+    Why not ``safetensors.torch.save_file``: it keeps ``__metadata__`` in a Rust hash map, so a file
+    with two metadata keys comes out in either key order — the same tensors, different bytes, and a
+    needless new blob in git or the DVC cache each time a release is repacked. Here the header is
+    JSON with sorted metadata keys, in the order of ``specs``; and since the header (names, dtypes,
+    shapes, offsets) is known up front, no tensor needs to be in memory before or after its turn.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        specs: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        header: dict[str, object] = {"__metadata__": dict(sorted((metadata or {"format": "pt"}).items()))}
+        offset = 0
+        for key, dtype, shape in specs:
+            n = math.prod(shape) * dtype.itemsize
+            header[key] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+            offset += n
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes with spaces
+        self.path = path
+        self.size = offset
+        self._order = [key for key, _, _ in specs]
+        self._next = 0
+        self._file: BinaryIO = path.open("wb")
+        self._file.write(len(raw).to_bytes(8, "little") + raw)
+
+    def write(self, key: str, tensor: torch.Tensor) -> None:
+        if self._order[self._next] != key:
+            raise RuntimeError(f"{self.path.name}: expected tensor {self._order[self._next]!r}, got {key!r}")
+        if sys.byteorder != "little":  # pragma: no cover - every machine gnvc runs on
+            raise RuntimeError("safetensors data is little-endian")
+        self._file.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).cast("B"))
+        self._next += 1
+
+    def close(self) -> None:
+        self._file.close()
+        if self._next != len(self._order):
+            raise RuntimeError(f"{self.path.name}: {len(self._order) - self._next} tensor(s) never written")
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` reproducibly (see :class:`SafetensorsWriter`), in safetensors' own order:
+    widest dtype first, then by name, so every tensor's data stays aligned to its item size."""
+    order = sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k))
+    writer = SafetensorsWriter(
+        Path(path), [(k, tensors[k].dtype, tuple(tensors[k].shape)) for k in order], metadata=metadata
+    )
+    try:
+        for k in order:
+            writer.write(k, tensors[k])
+    finally:
+        writer.close()
 
 
 def narrowest_dtype(t: torch.Tensor) -> torch.dtype:
@@ -65,7 +139,7 @@ def compact_file(path: str | Path, *, integers: bool = True) -> tuple[int, int]:
         metadata[LOGICAL_DTYPES_KEY] = json.dumps(logical, sort_keys=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        save_file(out, str(tmp), metadata=metadata or None)
+        save_tensors(out, tmp, metadata=metadata or None)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

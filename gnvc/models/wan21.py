@@ -51,12 +51,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
 
 from gnvc.errors import ConfigError
+from gnvc.tensor_files import SafetensorsWriter
 
 DIFFUSERS_VERSION = "0.33.0.dev0"  # the version the published directory was written with
 
@@ -145,8 +146,6 @@ SHARD_SIZE = 5_000_000_000  # diffusers' "5GB" at the time: the published DiT is
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 MARKER_NAME = "RANDOM_WEIGHTS.json"
-
-_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
 def config_json(config: dict[str, Any]) -> str:
@@ -244,40 +243,6 @@ def shard_plan(specs: list[tuple[str, torch.dtype, tuple[int, ...]]], max_bytes:
         shards[-1].append(key)
         size += n
     return shards
-
-
-class SafetensorsWriter:
-    """One safetensors file written tensor by tensor: the header (names, dtypes, shapes, offsets) is
-    known from the meta model, so no tensor needs to be in memory before or after its turn."""
-
-    def __init__(self, path: Path, specs: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> None:
-        header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-        offset = 0
-        for key, dtype, shape in specs:
-            n = math.prod(shape) * dtype.itemsize
-            header[key] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
-            offset += n
-        raw = json.dumps(header, separators=(",", ":")).encode()
-        raw += b" " * (-len(raw) % 8)  # the format pads the header to 8 bytes with spaces
-        self.path = path
-        self.size = offset
-        self._order = [key for key, _, _ in specs]
-        self._next = 0
-        self._file: BinaryIO = path.open("wb")
-        self._file.write(len(raw).to_bytes(8, "little") + raw)
-
-    def write(self, key: str, tensor: torch.Tensor) -> None:
-        if self._order[self._next] != key:
-            raise RuntimeError(f"{self.path.name}: expected tensor {self._order[self._next]!r}, got {key!r}")
-        if sys.byteorder != "little":  # pragma: no cover - every machine gnvc runs on
-            raise RuntimeError("safetensors data is little-endian")
-        self._file.write(memoryview(tensor.contiguous().numpy()).cast("B"))
-        self._next += 1
-
-    def close(self) -> None:
-        self._file.close()
-        if self._next != len(self._order):
-            raise RuntimeError(f"{self.path.name}: {len(self._order) - self._next} tensor(s) never written")
 
 
 def write_component(

@@ -69,6 +69,29 @@ def test_compact_file_round_trips_every_tensor(tmp_path):
         assert f.metadata()["format"] == "pt"  # other metadata survives
 
 
+def test_compact_files_are_byte_reproducible(tmp_path):
+    """The same tensors give the same bytes, whatever order the metadata or tensors came in: a
+    repacked release adds no new blob to git or the DVC cache. (safetensors' own writer keeps
+    metadata in a hash map, so two keys came out in either order.)"""
+    rng = torch.Generator().manual_seed(0)
+    tensors = {f"t{i}": torch.randn(3, 5, generator=rng).half().float() for i in range(6)}
+    tensors["scalar"] = torch.tensor(0.5)
+    tensors["ints"] = torch.arange(7, dtype=torch.int64)
+    tensors["bf"] = torch.randn(9, generator=rng).to(torch.bfloat16)
+    blobs = []
+    for run, meta in enumerate([{"format": "pt", "z": "1"}, {"z": "1", "format": "pt"}]):
+        path = tmp_path / f"{run}.safetensors"
+        order = list(tensors) if run == 0 else list(reversed(tensors))
+        save_file({k: tensors[k] for k in order}, str(path), metadata=meta)
+        compact_file(path)
+        blobs.append(path.read_bytes())
+        loaded = load_tensors(path)
+        assert all(loaded[k].dtype == t.dtype and torch.equal(loaded[k], t) for k, t in tensors.items())
+        with safe_open(str(path), framework="pt") as f:
+            assert f.metadata()["z"] == "1"
+    assert blobs[0] == blobs[1]
+
+
 def test_a_model_packed_exactly_keeps_its_hash_and_shrinks(tmp_path, tiny_model_dir, tiny_model):
     out = tmp_path / "packed"
     r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out)])
