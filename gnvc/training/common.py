@@ -209,26 +209,44 @@ def stage_result(
     }
 
 
-def codec_refiner_parameters(model: GnvcModel, section: dict[str, Any]) -> list[dict[str, Any]]:
+STAGE2_PARTS = ("codec", "adapter", "vae_decoder")
+
+
+def codec_refiner_parameters(
+    model: GnvcModel, section: dict[str, Any], parts: frozenset[str] = frozenset({"codec", "adapter"})
+) -> list[dict[str, Any]]:
     """The parameter groups Stage I/II train: the codec, the adapter, and the DiT as ``dit_tuning`` says.
 
-    The VAE stays frozen (DESIGN §1). ``dit_tuning``: ``frozen`` (default: the DiT is the prior,
-    the adapter learns Δv_fine), ``lora`` (peft LoRA on the attention projections, merged into
-    plain weights when saved) or ``full``. The factorized prior's quantiles (trained only by the
-    auxiliary loss) get their own group at ``aux_lr`` without weight decay, as CompressAI's
-    separate auxiliary optimizer would: they must travel several units from their initial range
-    within a CPU-sized budget, and Adam moves a parameter about ``lr`` per step.
+    The VAE stays frozen (DESIGN §1) unless ``parts`` names ``vae_decoder`` (Stage II's
+    ``trainable``: the decoder, after ``post_quant_conv``, learns to decode what the coding loop
+    delivers; the encoder never trains, so the latent space the codec and the prior were trained
+    on stays the same). ``dit_tuning``: ``frozen`` (default: the DiT is the prior, the adapter
+    learns Δv_fine), ``lora`` (peft LoRA on the attention projections, merged into plain weights
+    when saved) or ``full``. The factorized prior's quantiles (trained only by the auxiliary loss)
+    get their own group at ``aux_lr`` without weight decay, as CompressAI's separate auxiliary
+    optimizer would: they must travel several units from their initial range within a CPU-sized
+    budget, and Adam moves a parameter about ``lr`` per step.
     """
+    unknown = set(parts) - set(STAGE2_PARTS)
+    if unknown or not parts:
+        raise ConfigError(f"'trainable' must name one or more of {list(STAGE2_PARTS)}, got {sorted(parts)}")
     if model.refiner is None:
         raise ConfigError(f"profile {model.name!r} has no refiner; Stage I/II train the codec with the refiner")
     if model.refiner.adapter is None:
         raise ConfigError("the refiner has no adapter (profile refiner.adapter); nothing conditions it on the codec")
     model.vae.requires_grad_(False)
-    model.codec.requires_grad_(True)
-    refiner_params = model.refiner.set_tuning(str(section.get("dit_tuning", "frozen")), section.get("lora"))
-    named = list(model.codec.named_parameters())
+    model.codec.requires_grad_("codec" in parts)
+    model.refiner.set_tuning(str(section.get("dit_tuning", "frozen")), section.get("lora"))
+    model.refiner.adapter.requires_grad_("adapter" in parts)
+    refiner_params = [p for p in model.refiner.parameters() if p.requires_grad]
+    decoder_params: list[torch.nn.Parameter] = []
+    if "vae_decoder" in parts:
+        for m in (model.vae.vae.post_quant_conv, model.vae.vae.decoder):
+            m.requires_grad_(True)
+            decoder_params += list(m.parameters())
+    named = [(n, p) for n, p in model.codec.named_parameters() if p.requires_grad]
     quantiles = [p for n, p in named if n.endswith("quantiles")]
-    main = [p for n, p in named if not n.endswith("quantiles")] + refiner_params
+    main = [p for n, p in named if not n.endswith("quantiles")] + refiner_params + decoder_params
     groups: list[dict[str, Any]] = [{"params": main}]
     if quantiles:
         groups.append({"params": quantiles, "lr": float(section.get("aux_lr", 1e-2)), "weight_decay": 0.0})

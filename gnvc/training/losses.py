@@ -235,3 +235,46 @@ def stage2_losses(
     lam = lambdas[quality]
     rd = (rate + lam * (d_pix + lpips_weight * d_lp + d_c + d_ref)).mean()
     return with_aux_loss(codec, rd, bpp=rate, mse_pixels=d_pix, lpips=d_lp, mse_codec=d_c, mse_refined=d_ref)
+
+
+def decoder_losses(
+    codec: torch.nn.Module,
+    refiner: Refiner,
+    vae: torch.nn.Module,
+    video: torch.Tensor,
+    quality: torch.Tensor,
+    x0: torch.Tensor,
+    refine: torch.Tensor,
+    lpips_net: torch.nn.Module,
+    *,
+    t_n: float,
+    steps: int,
+    lpips_weight: float = 1.0,
+    checkpoint_decoder: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Stage II with the codec and the refiner frozen: ‖V − D(x̂)‖² + λ_lpips·LPIPS(V, D(x̂)), mean.
+
+    Only the VAE decoder trains (``trainable: [vae_decoder]``): it learns to decode the latents the
+    coding loop really delivers — hard-rounded codec output x_c, refined into x~1 where ``refine``
+    (B,) is true, x_c itself elsewhere, so both decoding modes are served — instead of the clean
+    posterior means it was trained on. The encoder, codec and refiner are untouched, so streams,
+    rates and the P-chain stay exactly those of the input model. Every quality index weighs alike
+    (no λ_q: the rate is fixed, and one decoder serves all of them).
+    """
+    with torch.no_grad():
+        x1 = vae.encode(video)
+        out = codec(x1, quality)
+        x_c = out.latents_hat
+        x_ref = refiner.integrate(start_point(x_c, x0, t_n), out.context, t_n=t_n, steps=steps)
+        x_hat = torch.where(refine.view(-1, 1, 1, 1, 1), x_ref, x_c)
+        rate = bits_per_pixel(out.bits, x1)
+        d_c = per_sample_mse(x_c, x1)
+    if checkpoint_decoder and torch.is_grad_enabled():
+        recon = checkpoint(vae.decode, x_hat, use_reentrant=False)
+    else:
+        recon = vae.decode(x_hat)
+    d_pix = per_sample_mse(recon, video)
+    d_lp = lpips_per_sample(lpips_net, video, recon)
+    loss = (d_pix + lpips_weight * d_lp).mean()
+    logged = {"mse_pixels": d_pix, "lpips": d_lp, "bpp": rate, "mse_codec": d_c, "refined": refine.float()}
+    return {"loss": loss, **{k: v.detach().mean() for k, v in logged.items()}}

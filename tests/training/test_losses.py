@@ -19,6 +19,7 @@ from gnvc.training.losses import (
     bits_per_pixel,
     cfm_loss,
     codec_losses,
+    decoder_losses,
     flow_matching_loss,
     pixels_of_latents,
     stage1_losses,
@@ -181,6 +182,29 @@ def test_stage2_losses_descend(model: GnvcModel) -> None:
     assert last["mse_pixels"] < first["mse_pixels"]
     # (‖x_c − x1‖² may rise while the refined output improves: the terms trade off within λ_q.)
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.vae.parameters())
+
+
+def test_decoder_losses_train_the_decoder_alone(model: GnvcModel) -> None:
+    from gnvc.metrics.lpips_metric import lpips_model
+
+    video = _video(frames=5, size=32)
+    q = torch.tensor([0, 2])
+    x0 = torch.randn(vae_latent_shape(video, 16), generator=torch.Generator().manual_seed(3))
+    refine = torch.tensor([True, False])
+    model.requires_grad_(False)
+    model.codec.eval()
+    decoder = list(model.vae.vae.decoder.parameters()) + list(model.vae.vae.post_quant_conv.parameters())
+    for p in decoder:
+        p.requires_grad_(True)
+    net = lpips_model("alex", "cpu")
+
+    def fn() -> dict[str, torch.Tensor]:
+        return decoder_losses(model.codec, model.refiner, model.vae, video, q, x0, refine, net, t_n=0.7, steps=2)
+
+    first, last = _descends(fn, decoder, 10, 2e-3)
+    assert last["loss"] < first["loss"] and last["mse_pixels"] < first["mse_pixels"]
+    assert last["bpp"] == first["bpp"] and last["mse_codec"] == first["mse_codec"]  # the coding is fixed
+    assert first["refined"] == 0.5
 
 
 def test_rate_is_per_pixel() -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from gnvc.codec.container import read_stream
 from gnvc.errors import ConfigError, InputError
 from gnvc.io.video import Video
 from gnvc.models.model_dir import GnvcModel
@@ -147,6 +148,37 @@ def test_stage1_codec_warmup_trains_the_codec_alone_then_the_adapter(
 def _tsv(path: Path) -> list[dict[str, str]]:
     head, *lines = path.read_text().splitlines()
     return [dict(zip(head.split("\t"), line.split("\t"), strict=False)) for line in lines]
+
+
+def test_stage2_can_train_the_vae_decoder_alone(pipeline: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
+    """``trainable: [vae_decoder]``: the decoder learns; encoder, codec and refiner are those of
+    Stage I bit for bit, so the streams' symbols (and the P-chain) cannot change."""
+    from gnvc.stages import stage2
+
+    tmp, params, _ = pipeline
+    dec = copy.deepcopy(params)
+    dec["stage2"].update(
+        trainable=["vae_decoder"], refine_prob=0.5, augment={"colors": True, "hflip": True},
+        output=str(tmp / "models/decoder"), run_dir=str(tmp / "runs/s2d"), log_dir=str(tmp / "log/s2d"),
+    )  # fmt: skip
+    metrics = stage2.run(dec)
+    s1, out = GnvcModel.from_pretrained(tmp / "build/stage1"), GnvcModel.from_pretrained(tmp / "models/decoder")
+    for name in ("codec", "refiner"):
+        a, b = getattr(s1, name).state_dict(), getattr(out, name).state_dict()
+        assert all(torch.equal(v, b[k]) for k, v in a.items()), name
+    enc_a, enc_b = s1.vae.vae.encoder.state_dict(), out.vae.vae.encoder.state_dict()
+    assert all(torch.equal(v, enc_b[k]) for k, v in enc_a.items())
+    assert not torch.equal(s1.vae.vae.decoder.conv_out.weight, out.vae.vae.decoder.conv_out.weight)
+    assert metrics["weights_hash"] != s1.weights_hash.hex() and np.isfinite(metrics["train_lpips"])
+    frames = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    video = Video(frames, Fraction(25))
+    sym_a = encode_video(s1, video, 1, seed=3).data
+    sym_b = encode_video(out, video, 1, seed=3).data
+    (_, rec_a, _), (_, rec_b, _) = read_stream(sym_a), read_stream(sym_b)
+    assert rec_a == rec_b  # the same symbols (and latent CRCs); only the header's weights hash differs
+    assert decode_video(out, sym_b).frames.shape == frames.shape
+    with pytest.raises(ConfigError, match="trainable"):
+        stage2.run({**dec, "stage2": {**dec["stage2"], "trainable": ["encoder"]}})
 
 
 def test_final_model_codes_video(pipeline: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
