@@ -155,6 +155,16 @@ def test_resumed_log_has_no_duplicate_steps(refiner_cfg: dict[str, Any], tmp_pat
     assert steps == ["2", "4", "6"]
 
 
+def test_a_fresh_run_starts_a_fresh_log(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    """Another config logging to the same log_dir (a restarted stage) keeps none of the old rows:
+    an old step 3 must not sit between the new steps 2 and 4 under the new run's header."""
+    _train(refiner_cfg, tmp_path / "run_a", 6, log_dir=tmp_path / "log")
+    (tmp_path / "log" / "metrics.tsv").write_text("step\told_metric\n1\t9\n3\t9\n40\t9\n")
+    _train(refiner_cfg, tmp_path / "run_b", 4, log_dir=tmp_path / "log")
+    rows = (tmp_path / "log" / "metrics.tsv").read_text().splitlines()
+    assert "old_metric" not in rows[0] and [r.split("\t")[0] for r in rows[1:]] == ["2", "4"]
+
+
 def test_non_finite_loss_stops_the_run(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
     refiner = Refiner.from_config(refiner_cfg, seed=0)
     cfg = TrainConfig(steps=2, progress=False)
