@@ -152,6 +152,7 @@ class GnvcModel(nn.Module):
             self.codec.save_pretrained(tmp / "codec")
             if self.refiner is not None:
                 self.refiner.save_pretrained(tmp / "refiner")
+            _drop_load_paths(tmp)
             if compact:
                 for file in sorted(tmp.rglob("*.safetensors")):
                     # diffusers' loader widens floats itself but would keep a narrowed integer narrow
@@ -192,6 +193,16 @@ class GnvcModel(nn.Module):
     def invalidate_hash(self) -> None:
         """Call after changing weights (training) so the next bitstream carries the new hash."""
         self._hash = None
+
+
+def _drop_load_paths(root: Path) -> None:
+    """Remove ``_name_or_path`` from the components' configs: diffusers records there the folder a
+    model was loaded from, so the same model saved from two places would differ (a local build
+    path in a shipped release, and a needless new file version each time it is repacked)."""
+    for cfg in sorted(root.rglob("config.json")):
+        data = json.loads(cfg.read_text())
+        if isinstance(data, dict) and data.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")  # diffusers' own layout
 
 
 def shipped_releases() -> dict[str, Path]:

@@ -92,6 +92,22 @@ def test_compact_files_are_byte_reproducible(tmp_path):
     assert blobs[0] == blobs[1]
 
 
+def test_packing_the_same_model_from_two_places_gives_the_same_files(tmp_path, tiny_model_dir):
+    """No trace of where a model was loaded from (diffusers' ``_name_or_path``) in what is saved."""
+    import shutil
+
+    other = tmp_path / "elsewhere" / "model"
+    shutil.copytree(tiny_model_dir, other)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for src, out in zip([tiny_model_dir, other], outs, strict=True):
+        assert CliRunner().invoke(cli, ["model", "pack", str(src), "-o", str(out), "--half"]).exit_code == 0
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(outs[1]) for p in outs[1].rglob("*") if p.is_file())
+    for rel in files:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+    assert all("_name_or_path" not in p.read_text() for p in outs[0].rglob("config.json"))
+
+
 def test_a_model_packed_exactly_keeps_its_hash_and_shrinks(tmp_path, tiny_model_dir, tiny_model):
     out = tmp_path / "packed"
     r = CliRunner().invoke(cli, ["model", "pack", str(tiny_model_dir), "-o", str(out)])
