@@ -10,9 +10,11 @@ util-linux's ``unshare`` nor iproute2's ``ip`` is needed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -54,19 +56,36 @@ def can_isolate() -> bool:
 def run_isolated(
     cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None, timeout: float | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in a new loopback-only network namespace; returns its completed process (output captured)."""
+    """Run ``cmd`` in a new loopback-only network namespace; returns its completed process (output captured).
+
+    The command runs in its own session: on ``timeout`` the whole process group is killed, not
+    only ``cmd`` (a timed-out test run would otherwise leave its Ray workers and Prefect server
+    running, holding CPU and ports)."""
     if not can_isolate():
         raise OSError("a loopback-only network namespace needs Linux and root")
-    return subprocess.run(
+    proc = subprocess.Popen(
         list(cmd),
         env=env,
         cwd=cwd,
-        timeout=timeout,
         preexec_fn=enter_loopback_namespace,  # noqa: PLW1509 - runs before exec, single-threaded child
+        start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise subprocess.TimeoutExpired(proc.args, timeout or 0, output=out) from None
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,26 @@ def test_ray_tests_in_a_loopback_only_namespace() -> None:
     tail = proc.stdout[-6000:]
     assert proc.returncode == 0, f"ray tests failed in the isolated namespace:\n{tail}"
     assert " passed" in tail and "skipped" not in tail.splitlines()[-1], tail
+
+
+def test_a_timed_out_isolated_run_leaves_no_process_behind(tmp_path) -> None:
+    """On timeout the whole session goes, grandchildren included (a timed-out Ray test run once
+    left its Prefect server running)."""
+    import subprocess
+    import time
+
+    if not can_isolate():
+        pytest.skip("a loopback-only network namespace needs Linux and root")
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 300 & echo $! > {pid_file}; wait"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_isolated(["sh", "-c", script], timeout=2)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the grandchild {pid} outlived the timed-out run")
