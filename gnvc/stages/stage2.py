@@ -38,7 +38,7 @@ from gnvc.training.common import (
     stage_result,
     stage_section,
 )
-from gnvc.training.losses import decoder_losses, stage2_losses, vae_latent_shape
+from gnvc.training.losses import coded_latents, decoder_losses, stage2_losses, vae_latent_shape
 from gnvc.training.runner import Trainer
 
 
@@ -82,10 +82,10 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         x0 = tr.randn(vae_latent_shape(video, codec.config["latent_channels"]))
         if decoder_only:
             refine = tr.rand((video.shape[0],)) < refine_prob
+            coded = coded_latents(codec, refiner, vae, video, q, x0, refine, t_n=t_n, steps=n_steps)
             return decoder_losses(
-                codec, refiner, vae, video, q, x0, refine, lpips_net, t_n=t_n, steps=n_steps,
-                lpips_weight=lpips_weight, checkpoint_decoder=checkpoint_decoder,
-            )  # fmt: skip
+                vae, video, coded, lpips_net, lpips_weight=lpips_weight, checkpoint_decoder=checkpoint_decoder
+            )
         return stage2_losses(
             codec,
             refiner,

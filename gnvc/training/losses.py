@@ -225,19 +225,32 @@ def stage2_losses(
     x_c, context = out.latents_hat, out.context
     rate = bits_per_pixel(out.bits, x1)
     x_ref = refiner.integrate(start_point(x_c, x0, t_n), context, t_n=t_n, steps=steps)
-    if checkpoint_decoder and torch.is_grad_enabled():
-        recon = checkpoint(vae.decode, x_ref, use_reentrant=False)
-    else:
-        recon = vae.decode(x_ref)
-    d_pix = per_sample_mse(recon, video)
-    d_lp = lpips_per_sample(lpips_net, video, recon)
+    d_pix, d_lp = pixel_distortion(vae, x_ref, video, lpips_net, checkpoint_decoder=checkpoint_decoder)
     d_c, d_ref = per_sample_mse(x_c, x1), per_sample_mse(x_ref, x1)
     lam = lambdas[quality]
     rd = (rate + lam * (d_pix + lpips_weight * d_lp + d_c + d_ref)).mean()
     return with_aux_loss(codec, rd, bpp=rate, mse_pixels=d_pix, lpips=d_lp, mse_codec=d_c, mse_refined=d_ref)
 
 
-def decoder_losses(
+def pixel_distortion(
+    vae: torch.nn.Module,
+    latents: torch.Tensor,
+    video: torch.Tensor,
+    lpips_net: torch.nn.Module,
+    *,
+    checkpoint_decoder: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(‖V − D(latents)‖², LPIPS(V, D(latents))) per sample. The decoder is checkpointed as one unit
+    when gradients flow (it does not support diffusers' gradient checkpointing)."""
+    if checkpoint_decoder and torch.is_grad_enabled():
+        recon = checkpoint(vae.decode, latents, use_reentrant=False)
+    else:
+        recon = vae.decode(latents)
+    return per_sample_mse(recon, video), lpips_per_sample(lpips_net, video, recon)
+
+
+@torch.no_grad()
+def coded_latents(
     codec: torch.nn.Module,
     refiner: Refiner,
     vae: torch.nn.Module,
@@ -245,36 +258,43 @@ def decoder_losses(
     quality: torch.Tensor,
     x0: torch.Tensor,
     refine: torch.Tensor,
-    lpips_net: torch.nn.Module,
     *,
     t_n: float,
     steps: int,
+) -> dict[str, torch.Tensor]:
+    """What the frozen coding loop delivers for ``video``: the hard-rounded codec latents x_c,
+    refined into x~1 where ``refine`` (B,) is true and left as x_c elsewhere (``latents``), with
+    the rate and the codec's latent error per sample. The codec must be in eval mode."""
+    x1 = vae.encode(video)
+    out = codec(x1, quality)
+    x_c = out.latents_hat
+    x_ref = refiner.integrate(start_point(x_c, x0, t_n), out.context, t_n=t_n, steps=steps)
+    return {
+        "latents": torch.where(refine.view(-1, 1, 1, 1, 1), x_ref, x_c),
+        "bpp": bits_per_pixel(out.bits, x1),
+        "mse_codec": per_sample_mse(x_c, x1),
+        "refined": refine.float(),
+    }
+
+
+def decoder_losses(
+    vae: torch.nn.Module,
+    video: torch.Tensor,
+    coded: dict[str, torch.Tensor],
+    lpips_net: torch.nn.Module,
+    *,
     lpips_weight: float = 1.0,
     checkpoint_decoder: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Stage II with the codec and the refiner frozen: ‖V − D(x̂)‖² + λ_lpips·LPIPS(V, D(x̂)), mean.
 
     Only the VAE decoder trains (``trainable: [vae_decoder]``): it learns to decode the latents the
-    coding loop really delivers — hard-rounded codec output x_c, refined into x~1 where ``refine``
-    (B,) is true, x_c itself elsewhere, so both decoding modes are served — instead of the clean
-    posterior means it was trained on. The encoder, codec and refiner are untouched, so streams,
-    rates and the P-chain stay exactly those of the input model. Every quality index weighs alike
-    (no λ_q: the rate is fixed, and one decoder serves all of them).
+    coding loop really delivers (:func:`coded_latents`: refined and unrefined, so both decoding
+    modes are served) instead of the clean posterior means it was trained on. The encoder, codec
+    and refiner are untouched, so streams, rates and the P-chain stay exactly those of the input
+    model. Every quality index weighs alike (no λ_q: the rate is fixed, and one decoder serves all).
     """
-    with torch.no_grad():
-        x1 = vae.encode(video)
-        out = codec(x1, quality)
-        x_c = out.latents_hat
-        x_ref = refiner.integrate(start_point(x_c, x0, t_n), out.context, t_n=t_n, steps=steps)
-        x_hat = torch.where(refine.view(-1, 1, 1, 1, 1), x_ref, x_c)
-        rate = bits_per_pixel(out.bits, x1)
-        d_c = per_sample_mse(x_c, x1)
-    if checkpoint_decoder and torch.is_grad_enabled():
-        recon = checkpoint(vae.decode, x_hat, use_reentrant=False)
-    else:
-        recon = vae.decode(x_hat)
-    d_pix = per_sample_mse(recon, video)
-    d_lp = lpips_per_sample(lpips_net, video, recon)
+    d_pix, d_lp = pixel_distortion(vae, coded["latents"], video, lpips_net, checkpoint_decoder=checkpoint_decoder)
     loss = (d_pix + lpips_weight * d_lp).mean()
-    logged = {"mse_pixels": d_pix, "lpips": d_lp, "bpp": rate, "mse_codec": d_c, "refined": refine.float()}
+    logged = {"mse_pixels": d_pix, "lpips": d_lp, **{k: v for k, v in coded.items() if k != "latents"}}
     return {"loss": loss, **{k: v.detach().mean() for k, v in logged.items()}}

@@ -19,6 +19,7 @@ from gnvc.training.losses import (
     bits_per_pixel,
     cfm_loss,
     codec_losses,
+    coded_latents,
     decoder_losses,
     flow_matching_loss,
     pixels_of_latents,
@@ -199,7 +200,8 @@ def test_decoder_losses_train_the_decoder_alone(model: GnvcModel) -> None:
     net = lpips_model("alex", "cpu")
 
     def fn() -> dict[str, torch.Tensor]:
-        return decoder_losses(model.codec, model.refiner, model.vae, video, q, x0, refine, net, t_n=0.7, steps=2)
+        coded = coded_latents(model.codec, model.refiner, model.vae, video, q, x0, refine, t_n=0.7, steps=2)
+        return decoder_losses(model.vae, video, coded, net)
 
     first, last = _descends(fn, decoder, 10, 2e-3)
     assert last["loss"] < first["loss"] and last["mse_pixels"] < first["mse_pixels"]
