@@ -9,11 +9,12 @@ stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(prepare vae latents prior stage1 stage2 release evaluate)
 for s in "${stages[@]}"; do
   if [ "$s" = release ]; then
-    # float16-rounded, compactly stored copy: the model the card measures (≤ 50 MB). The shipped
-    # release is the Stage I model: Stage II, trained on 3 latent frames of 8×8, made the P-chain
-    # unstable on longer, larger clips (latent MSE 1.3 → 870 over 5 frames at 32×32; MODEL_CARD.md),
-    # so it is not packed until that is fixed. RELEASE_FROM=models/base packs the Stage II model.
-    gnvc model pack "${RELEASE_FROM:-build/base/stage1}" -o weights/base --half
+    # float16-rounded, compactly stored copy: the model the card measures (≤ 50 MB). Since release 4
+    # the shipped model is Stage II's output with the VAE decoder fine-tuned on what the Stage I
+    # codec delivers (configs/base.yaml stage2: trainable [vae_decoder]); release 1's Stage II, which
+    # trained codec + adapter, made the P-chain unstable (MODEL_CARD.md). RELEASE_FROM packs another
+    # model directory (e.g. build/base/stage1, the Stage I model of releases 2 and 3).
+    gnvc model pack "${RELEASE_FROM:-models/base}" -o weights/base --half
   else
     gnvc stage "$s" --params configs/base.yaml --metrics-dir reports/base/stages
   fi
