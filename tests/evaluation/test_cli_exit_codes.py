@@ -175,15 +175,24 @@ def test_a_runtime_failure_exits_1(weights, clip, tmp_path):
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
+def _sigint_as_on_a_terminal() -> None:
+    """SIGINT at its default disposition in the child, as a terminal's Ctrl-C finds it: a test run
+    started in the background by a non-interactive shell has SIGINT ignored, which children inherit
+    (and then Python installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130(weights, tmp_path):
     """SIGINT while encode waits for its input (a FIFO nobody writes to) gives 130 and no output."""
     fifo = tmp_path / "live.y4m"
     os.mkfifo(fifo)
     out = tmp_path / "x.gnvc"
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
+    # faulthandler: a child that outlives the SIGINT is made to print its stacks (SIGABRT) below.
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gnvc", "encode", str(fifo), "-o", str(out), "--weights", str(weights)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_as_on_a_terminal,  # noqa: PLW1509 - only resets a signal before exec
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -196,7 +205,12 @@ def test_ctrl_c_exits_130(weights, tmp_path):
                 time.sleep(0.1)
         time.sleep(0.5)  # now blocked reading the y4m header
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"gnvc encode still ran 60 s after SIGINT; its stacks:\n{err[-6000:]}")
         os.close(fd)
     finally:
         if proc.poll() is None:
