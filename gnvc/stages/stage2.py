@@ -55,8 +55,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     decoder_only = parts == {"vae_decoder"}
     if decoder_only and refiner.tuning != "frozen":
         raise ConfigError("stage2: trainable [vae_decoder] trains the decoder alone; set dit_tuning: frozen")
-    modules = {"vae": vae} if decoder_only else {"codec": codec, "refiner": refiner}
-    if "vae_decoder" in parts and not decoder_only:
+    modules: dict[str, torch.nn.Module] = {} if decoder_only else {"codec": codec, "refiner": refiner}
+    if "vae_decoder" in parts:
         modules["vae"] = vae
     shard = dit_shards(section, model, full=refiner.tuning == "full")
     trainer = make_trainer("stage2", params, section, modules, parameters, shard)
