@@ -323,7 +323,8 @@ class Trainer:
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint()
         bar.close()
-        self.save_checkpoint()
+        if self.resumed_from != self.step:  # a rerun of a finished run rewrites nothing (nor its export)
+            self.save_checkpoint()
         for m in self.modules.values():
             m.eval()
         self._write_summary(last)

@@ -147,6 +147,18 @@ def test_checkpoint_contents_and_logs(refiner_cfg: dict[str, Any], tmp_path: Pat
     assert (tmp_path / "log" / "loss.png").stat().st_size > 1000
 
 
+def test_rerunning_a_finished_run_rewrites_no_checkpoint(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
+    """Nothing left to train: the last checkpoint and the committed export keep their bytes (a
+    re-save would store the RNG state after loading, a needless new version in git)."""
+    export = tmp_path / "export"
+    _train(refiner_cfg, tmp_path / "run", 6, export_dir=export)
+    files = sorted(p for p in [*tmp_path.joinpath("run").rglob("*"), *export.rglob("*")] if p.is_file())
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+    _, trainer = _train(refiner_cfg, tmp_path / "run", 6, export_dir=export)
+    assert trainer.resumed_from == 6 and trainer.step == 6
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == before
+
+
 def test_resumed_log_has_no_duplicate_steps(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
     with pytest.raises(Interrupted):
         _train(refiner_cfg, tmp_path / "run", 6, crash_at=5, log_dir=tmp_path / "log")
