@@ -196,7 +196,6 @@ class Trainer:
         self._skip: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
         self.resumed_from: int | None = None
-        self._logged_steps: set[float] = set()  # steps this process wrote to metrics.tsv
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -361,8 +360,8 @@ class Trainer:
         # The file's rows up to where this run started (its checkpoint; none for a fresh run, e.g.
         # another config logging to the same log_dir), then this run's own rows.
         start = self.resumed_from or 0
-        rows = [r for r in rows if r.get("step", 0) <= start or r.get("step", 0) in self._logged_steps]
-        self._logged_steps.add(entry["step"])
+        mine = {h["step"] for h in self.history[:-1]}  # this run's earlier rows (history ends with entry)
+        rows = [r for r in rows if r.get("step", 0) <= start or r.get("step", 0) in mine]
         rows.append(entry)
         keys = list(dict.fromkeys(k for r in rows for k in r))
         lines = ["\t".join(keys)] + ["\t".join(_fmt(r.get(k)) for k in keys) for r in rows]
