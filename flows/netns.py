@@ -75,15 +75,12 @@ def run_isolated(
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as e:  # a timeout, or the caller interrupted: nothing of the run survives
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise subprocess.TimeoutExpired(proc.args, timeout or 0, output=out) from None
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0, output=out) from None
         raise
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
