@@ -61,6 +61,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     source = stage_path(params, section, "input", "build/{profile}/vae")
     output = stage_path(params, section, "output", "build/{profile}/prior")
     model = load_previous(source, "prior")
+    start = model.weights_hash.hex()  # the VAE (and the fresh DiT) this run starts from
     refiner = model.refiner
     if refiner is None:
         raise ConfigError(f"profile {model.name!r} has no refiner section; nothing to pretrain")
@@ -100,8 +101,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     if refiner.adapter is not None:
         refiner.adapter.requires_grad_(False)
     trainer = make_trainer(
-        "prior", params, section, {"transformer": dit}, list(dit.parameters()), dit_shards(section, model, full=True)
-    )
+        "prior", params, section, {"transformer": dit}, list(dit.parameters()), dit_shards(section, model, full=True),
+        start_from=start,
+    )  # fmt: skip
     refiner.to(trainer.device)
     manifest = stage_path(params, section, "latents_manifest", DEFAULT_LATENTS_MANIFEST)
     latents = trainer.stream(

@@ -49,11 +49,14 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     output = stage_path(params, section, "output", "build/{profile}/stage1")
     t0 = time.perf_counter()
     model = load_previous(source, "stage1")
+    start = model.weights_hash.hex()  # before LoRA (if any) changes the module tree
     parameters = codec_refiner_parameters(model, section)
     codec, refiner = model.codec, model.refiner
     assert refiner is not None
     shard = dit_shards(section, model, full=refiner.tuning == "full")
-    trainer = make_trainer("stage1", params, section, {"codec": codec, "refiner": refiner}, parameters, shard)
+    trainer = make_trainer(
+        "stage1", params, section, {"codec": codec, "refiner": refiner}, parameters, shard, start_from=start
+    )
     model.to(trainer.device)
     lambdas = quality_lambdas(section, codec.num_qualities).to(trainer.device)
     t_n = float(section.get("t_n", model.coding.get("t_n", 0.7)))

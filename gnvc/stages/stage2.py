@@ -48,6 +48,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     output = stage_path(params, section, "output", "models/{profile}")
     t0 = time.perf_counter()
     model = load_previous(source, "stage2")
+    start = model.weights_hash.hex()  # before LoRA (if any) changes the module tree
     parts = frozenset(section.get("trainable", ["codec", "adapter"]))
     parameters = codec_refiner_parameters(model, section, parts)
     codec, refiner, vae = model.codec, model.refiner, model.vae
@@ -59,7 +60,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     if "vae_decoder" in parts:
         modules["vae"] = vae
     shard = dit_shards(section, model, full=refiner.tuning == "full")
-    trainer = make_trainer("stage2", params, section, modules, parameters, shard)
+    trainer = make_trainer("stage2", params, section, modules, parameters, shard, start_from=start)
     model.to(trainer.device)
     vae.eval()
     if decoder_only:

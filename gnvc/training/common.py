@@ -60,7 +60,7 @@ def load_previous(path: Path, stage: str) -> GnvcModel:
         raise WeightsError(f"stage {stage!r} needs the previous stage's model directory: {e}") from None
 
 
-def stage_fingerprint(params: dict[str, Any], section: dict[str, Any]) -> str:
+def stage_fingerprint(params: dict[str, Any], section: dict[str, Any], start_from: str | None = None) -> str:
     """The config fingerprint a stage's checkpoints resume under (see :class:`Trainer`).
 
     Keys that change the schedule or the data shape but not the model or the optimiser are left
@@ -68,9 +68,16 @@ def stage_fingerprint(params: dict[str, Any], section: dict[str, Any]) -> str:
     on data augmentation from some step on (``augment.from_step``) resumes the run instead of
     starting it over, so hours of training add up. Architecture, losses and the learning rate stay
     fingerprinted.
+
+    ``start_from``: the weights hash of the model the stage starts from (the previous stage's
+    output). The section names that model only by its path, so without it a prior trained on one
+    VAE's latents would resume, finished, on top of a retrained VAE and ship as if it matched it.
     """
     kept = {k: v for k, v in section.items() if k not in VOLATILE_KEYS}
-    return fingerprint({"profile": profile_name(params), "section": kept})
+    ident: dict[str, Any] = {"profile": profile_name(params), "section": kept}
+    if start_from is not None:
+        ident["start_from"] = start_from
+    return fingerprint(ident)
 
 
 def make_trainer(
@@ -80,8 +87,11 @@ def make_trainer(
     modules: dict[str, torch.nn.Module],
     parameters: list[torch.nn.Parameter] | list[dict[str, Any]],
     shard: list[torch.nn.Module] | None = None,
+    start_from: str | None = None,
 ) -> Trainer:
-    """A :class:`Trainer` whose checkpoints resume only into the same profile and section.
+    """A :class:`Trainer` whose checkpoints resume only into the same profile and section, and
+    only on top of the same ``start_from`` model (the weights hash of the previous stage's output,
+    as loaded; see :func:`stage_fingerprint`).
 
     ``shard``: modules the Trainer splits over its workers with FSDP when there are several
     (:func:`dit_shards`); a single process ignores it.
@@ -89,7 +99,7 @@ def make_trainer(
     cfg = TrainConfig.from_params(section)
     run_dir = stage_path(params, section, "run_dir", f"build/{{profile}}/runs/{name}")
     log_dir = stage_path(params, section, "log_dir", f"reports/train/{name}")
-    fp = stage_fingerprint(params, section)
+    fp = stage_fingerprint(params, section, start_from)
     export = section.get("export_dir")
     export_dir = stage_path(params, section, "export_dir", "") if export else None
     return Trainer(

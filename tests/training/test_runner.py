@@ -216,3 +216,6 @@ def test_fingerprint_ignores_schedule_and_data_shape_but_not_the_model():
     assert stage_fingerprint(params, {**base, "steps": 5000, "frames": 17, "batch_size": 1, "log_every": 50}) == fp
     assert stage_fingerprint(params, {**base, "lr": 3e-4}) != fp
     assert stage_fingerprint({**params, "profile": "base"}, base) != fp
+    # The previous stage's weights hash: a stage resumes only on top of the model it started from.
+    assert stage_fingerprint(params, base, "e07b2de3afddbd95") != fp
+    assert stage_fingerprint(params, base, "e07b2de3afddbd95") != stage_fingerprint(params, base, "48d9fab9e760b2d6")

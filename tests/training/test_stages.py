@@ -202,6 +202,32 @@ def test_rerun_resumes_instead_of_retraining(pipeline: tuple[Path, dict[str, Any
     assert stage1.run(changed)["weights_hash"] != metrics["stage1"]["weights_hash"]
 
 
+def test_a_stage_resumes_only_on_top_of_the_model_it_started_from(
+    pipeline: tuple[Path, dict[str, Any], dict[str, Any]],
+) -> None:
+    """A previous stage retrained in place (same path and section, other weights) makes the next
+    stage train again: its finished checkpoint belongs to the old input, as a prior trained on one
+    VAE's latents does not fit a retrained VAE."""
+    import shutil
+
+    from gnvc.stages import stage1
+
+    tmp, params, _ = pipeline
+    swap = copy.deepcopy(params)
+    swap["stage1"].update(
+        input=str(tmp / "build/prior_swap"), output=str(tmp / "build/stage1_swap"),
+        run_dir=str(tmp / "runs/stage1_swap"), log_dir=str(tmp / "log/stage1_swap"),
+    )  # fmt: skip
+    shutil.copytree(tmp / "build/prior", tmp / "build/prior_swap")
+    first = stage1.run(swap)
+    assert first["resumed_from"] == 0
+    assert stage1.run(swap)["resumed_from"] == first["steps"]  # same input: resumed, finished
+    shutil.rmtree(tmp / "build/prior_swap")
+    shutil.copytree(tmp / "build/vae", tmp / "build/prior_swap")  # same VAE, another DiT
+    again = stage1.run(swap)
+    assert again["resumed_from"] == 0 and again["steps"] == first["steps"]
+
+
 def test_import_profiles_need_a_path(tmp_path: Path) -> None:
     from gnvc.stages import prior, vae
 
