@@ -189,6 +189,7 @@ class Trainer:
             foreach=False if self.sharded else None,  # multi-tensor kernels cannot mix DTensor shards and tensors
         )
         self._phase: tuple[int, int] | None = None  # see new_phase()
+        self._restart: tuple[int, int] | None = None  # (step, warm-up) after a resume without moments
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step = 0
@@ -225,10 +226,11 @@ class Trainer:
         self.optimizer.state.clear()
 
     def _lr_factor(self, step: int) -> float:
-        phase = self._phase
-        if phase is not None and phase[0] <= step < phase[0] + phase[1]:
-            return self._schedule(step) * (step - phase[0] + 1) / phase[1]
-        return self._schedule(step)
+        factor = self._schedule(step)
+        for phase in (self._phase, self._restart):
+            if phase is not None and phase[0] <= step < phase[0] + phase[1]:
+                factor *= (step - phase[0] + 1) / phase[1]
+        return factor
 
     def _schedule(self, step: int) -> float:
         c = self.cfg
@@ -492,7 +494,16 @@ class Trainer:
         return {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
 
     def _export(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Replace ``export_dir`` with a bf16 copy of the checkpoint (floating tensors only)."""
+        """Replace ``export_dir`` with a bf16 copy of the checkpoint (floating tensors only).
+
+        The export of the last step (``step == steps``) leaves Adam's moments out: they are two
+        thirds of its size, a finished stage is rebuilt from its weights alone, and every commit of
+        an export stays in git's history. A run later extended past it restarts Adam with a
+        warm-up (:meth:`load_checkpoint`).
+        """
+        if self.step >= self.cfg.steps:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
+            meta = {**meta, "optimizer": {**meta["optimizer"], "state": {}}, "moments": False}
         small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
         out = self.export_dir
         tmp = out.parent / f".{out.name}.tmp"
@@ -573,6 +584,13 @@ class Trainer:
                 _, pid, name = k.split(".", 2)
                 opt_state.setdefault(int(pid), {})[name] = v
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": opt_meta["param_groups"]})
+        if meta.get("moments", True) is False and int(meta["step"]) < self.cfg.steps:
+            # A finished stage's export, extended: a fresh Adam at the schedule's LR would take
+            # steps of ≈ lr on every weight at once, so it warms up as at a phase switch.
+            self._restart = (int(meta["step"]), max(1, self.cfg.warmup_steps))
+            tqdm.write(
+                f"{self.name}: {ckpt} holds no optimizer moments (a finished run's export): fresh Adam, LR warm-up"
+            )
         if self.sharded:
             from gnvc.training.fsdp import is_sharded, shard_like
 
@@ -581,6 +599,9 @@ class Trainer:
                     if is_sharded(p) and torch.is_tensor(v) and not is_sharded(v) and v.shape == p.shape:
                         st[k] = shard_like(v, p)
         self.scheduler.load_state_dict(meta["scheduler"])
+        if self._restart is not None:  # this step's LR, warm-up included (the stored one ended the old run)
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+                group["lr"] = base * self._lr_factor(int(meta["step"]))
         torch.set_rng_state(tensors["rng.torch_cpu"])
         self.generator.set_state(tensors["rng.generator"])
         if torch.cuda.is_available():

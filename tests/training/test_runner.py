@@ -26,6 +26,12 @@ def _latent_batches(seed: int) -> Iterator[torch.Tensor]:
         yield torch.randn(2, 16, 2, 4, 4, generator=g)
 
 
+def _cfg(steps: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps, lr=3e-3, warmup_steps=2, grad_accum=2, checkpoint_every=3, log_every=2, seed=7, progress=False
+    )
+
+
 def _train(
     refiner_cfg: dict[str, Any],
     run_dir: Path,
@@ -34,21 +40,20 @@ def _train(
     crash_at: int | None = None,
     log_dir: Path | None = None,
     export_dir: Path | None = None,
+    config_fingerprint: str = "",
 ) -> tuple[Refiner, Trainer]:
     refiner = Refiner.from_config(refiner_cfg, seed=0)
     params = refiner.set_tuning("full")
-    cfg = TrainConfig(
-        steps=steps,
-        lr=3e-3,
-        warmup_steps=2,
-        grad_accum=2,
-        checkpoint_every=3,
-        log_every=2,
-        seed=7,
-        progress=False,
-    )
+    cfg = _cfg(steps)
     trainer = Trainer(
-        "prior", {"refiner": refiner}, params, cfg, run_dir=run_dir, log_dir=log_dir, export_dir=export_dir
+        "prior",
+        {"refiner": refiner},
+        params,
+        cfg,
+        run_dir=run_dir,
+        log_dir=log_dir,
+        export_dir=export_dir,
+        config_fingerprint=config_fingerprint,
     )
     stream = trainer.stream("latents", lambda: _latent_batches(3))
 
@@ -204,6 +209,28 @@ def test_exported_checkpoint_resumes_on_another_machine(refiner_cfg, tmp_path):
     # Resumed from bf16 weights and moments: close to the straight run, not bit-identical.
     for a, b in zip(resumed.parameters(), straight.parameters()):
         assert torch.allclose(a, b, atol=2e-2, rtol=0.05)
+
+
+def test_a_finished_runs_export_holds_weights_only_and_extends_with_a_warm_up(refiner_cfg, tmp_path):
+    """The last export leaves Adam's moments out (a third of the size to commit); raising ``steps``
+    resumes from it with a fresh Adam whose LR warms up again instead of jumping to the schedule's."""
+    from safetensors.torch import load_file
+
+    export = tmp_path / "checkpoints" / "prior"
+    same = {"export_dir": export, "config_fingerprint": "steps are not fingerprinted"}
+    _train(refiner_cfg, tmp_path / "run_a", 6, **same)
+    assert not [k for k in load_file(str(export / STATE_NAME)) if k.startswith("optim.")]
+    assert json.loads((export / "trainer.json").read_text())["moments"] is False
+    full = load_file(str(tmp_path / "run_a" / "step-0000006" / STATE_NAME))
+    assert [k for k in full if k.startswith("optim.")]  # the run's own checkpoint keeps them
+    refiner = Refiner.from_config(refiner_cfg, seed=0)
+    params = refiner.set_tuning("full")
+    tr = Trainer("prior", {"refiner": refiner}, params, _cfg(9), run_dir=tmp_path / "run_b", **same)
+    assert tr.resumed_from == 6 and not tr.optimizer.state
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * tr._schedule(6) / 2)  # warm-up 1 of 2
+    extended, trainer = _train(refiner_cfg, tmp_path / "run_c", 9, **same)
+    assert trainer.resumed_from == 6 and trainer.step == 9
+    assert all(torch.isfinite(p).all() for p in extended.parameters())
 
 
 def test_fingerprint_ignores_schedule_and_data_shape_but_not_the_model():
