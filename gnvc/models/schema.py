@@ -735,6 +735,7 @@ CHECKPOINT_SPEC: dict[str, Check] = {
     "history": lambda v: None if isinstance(v, list) else "must be a list",
     "moments": optional(boolean),  # false: a finished run's export, without Adam's moments
 }
+CHECKPOINT_REQUIRED = tuple(k for k in CHECKPOINT_SPEC if k != "moments")
 CHECKPOINT_TENSOR = re.compile(
     r"^(model\.[A-Za-z0-9_]+\..+|optim\.\d+\.[A-Za-z0-9_]+|rng\.(torch_cpu|generator|cuda\.\d+))$"
 )
@@ -756,7 +757,7 @@ def validate_checkpoint(ckpt: str | Path, modules: dict[str, torch.nn.Module] | 
         if f.name not in (CHECKPOINT_STATE, CHECKPOINT_META):
             raise WeightsError(f"{f}: unexpected file in a checkpoint (only {CHECKPOINT_STATE} and {CHECKPOINT_META})")
     meta_file, state_file = ckpt / CHECKPOINT_META, ckpt / CHECKPOINT_STATE
-    meta = check_fields(str(meta_file), read_json(meta_file), CHECKPOINT_SPEC, required=tuple(k for k in CHECKPOINT_SPEC if k != "moments"))
+    meta = check_fields(str(meta_file), read_json(meta_file), CHECKPOINT_SPEC, required=CHECKPOINT_REQUIRED)
     found = read_safetensors_header(state_file)
     for name, info in found.items():
         if not CHECKPOINT_TENSOR.match(name):

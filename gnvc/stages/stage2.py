@@ -70,6 +70,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     t_n = float(section.get("t_n", model.coding.get("t_n", 0.7)))
     n_steps = int(section.get("refine_steps", model.coding.get("steps", 5)))
     lpips_weight = float(section.get("lpips_weight", 1.0))
+    temporal_weight = float(section.get("temporal_weight", 0.0))
+    if temporal_weight and not decoder_only:
+        raise ConfigError("stage2: temporal_weight applies to the decoder fine-tune (trainable: [vae_decoder])")
     lpips_net = lpips_model(str(section.get("lpips_net", "alex")), str(trainer.device))
     refiner.checkpoint_steps = bool(section.get("checkpoint_steps", True))
     checkpoint_decoder = bool(section.get("checkpoint_decoder", True))
@@ -85,8 +88,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             refine = tr.rand((video.shape[0],)) < refine_prob
             coded = coded_latents(codec, refiner, vae, video, q, x0, refine, t_n=t_n, steps=n_steps)
             return decoder_losses(
-                vae, video, coded, lpips_net, lpips_weight=lpips_weight, checkpoint_decoder=checkpoint_decoder
-            )
+                vae, video, coded, lpips_net, lpips_weight=lpips_weight, temporal_weight=temporal_weight,
+                checkpoint_decoder=checkpoint_decoder,
+            )  # fmt: skip
         return stage2_losses(
             codec,
             refiner,

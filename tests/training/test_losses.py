@@ -25,6 +25,7 @@ from gnvc.training.losses import (
     pixels_of_latents,
     stage1_losses,
     stage2_losses,
+    temporal_mse,
     vae_latent_shape,
     vae_losses,
 )
@@ -207,6 +208,42 @@ def test_decoder_losses_train_the_decoder_alone(model: GnvcModel) -> None:
     assert last["loss"] < first["loss"] and last["mse_pixels"] < first["mse_pixels"]
     assert last["bpp"] == first["bpp"] and last["mse_codec"] == first["mse_codec"]  # the coding is fixed
     assert first["refined"] == 0.5
+
+
+def test_temporal_mse_sees_flicker_that_per_frame_errors_do_not() -> None:
+    """Two decodings with the same per-frame error: a steady offset (no flicker) costs nothing, an
+    offset whose sign alternates frame to frame (flicker) does; one frame has no temporal term."""
+    video = _video(frames=5, size=16)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0]).view(1, 1, 5, 1, 1)
+    steady, flicker = video + 0.1, video + 0.1 * sign
+    torch.testing.assert_close((steady - video).square().mean(), (flicker - video).square().mean())
+    torch.testing.assert_close(temporal_mse(steady, video), torch.zeros(2))
+    torch.testing.assert_close(temporal_mse(flicker, video), torch.full((2,), 0.04))
+    assert temporal_mse(flicker[:, :, :1], video[:, :, :1]).eq(0).all()
+
+
+def test_decoder_losses_temporal_weight_lowers_flicker(model: GnvcModel) -> None:
+    from gnvc.metrics.lpips_metric import lpips_model
+
+    video = _video(frames=5, size=32)
+    q, refine = torch.tensor([0, 2]), torch.tensor([True, False])
+    x0 = torch.randn(vae_latent_shape(video, 16), generator=torch.Generator().manual_seed(3))
+    model.requires_grad_(False)
+    model.codec.eval()
+    decoder = list(model.vae.vae.decoder.parameters()) + list(model.vae.vae.post_quant_conv.parameters())
+    for p in decoder:
+        p.requires_grad_(True)
+    net = lpips_model("alex", "cpu")
+    coded = coded_latents(model.codec, model.refiner, model.vae, video, q, x0, refine, t_n=0.7, steps=2)
+
+    def fn() -> dict[str, torch.Tensor]:
+        return decoder_losses(model.vae, video, coded, net, lpips_weight=0.0, temporal_weight=10.0)
+
+    first, last = _descends(fn, decoder, 10, 2e-3)
+    assert last["mse_temporal"] < first["mse_temporal"]
+    torch.testing.assert_close(
+        torch.tensor(first["loss"]), torch.tensor(first["mse_pixels"] + 10.0 * first["mse_temporal"])
+    )
 
 
 def test_rate_is_per_pixel() -> None:

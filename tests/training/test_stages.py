@@ -158,7 +158,7 @@ def test_stage2_can_train_the_vae_decoder_alone(pipeline: tuple[Path, dict[str, 
     tmp, params, _ = pipeline
     dec = copy.deepcopy(params)
     dec["stage2"].update(
-        trainable=["vae_decoder"], refine_prob=0.5, augment={"colors": True, "hflip": True},
+        trainable=["vae_decoder"], refine_prob=0.5, augment={"colors": True, "hflip": True}, temporal_weight=1.0,
         output=str(tmp / "models/decoder"), run_dir=str(tmp / "runs/s2d"), log_dir=str(tmp / "log/s2d"),
     )  # fmt: skip
     metrics = stage2.run(dec)
@@ -170,6 +170,7 @@ def test_stage2_can_train_the_vae_decoder_alone(pipeline: tuple[Path, dict[str, 
     assert all(torch.equal(v, enc_b[k]) for k, v in enc_a.items())
     assert not torch.equal(s1.vae.vae.decoder.conv_out.weight, out.vae.vae.decoder.conv_out.weight)
     assert metrics["weights_hash"] != s1.weights_hash.hex() and np.isfinite(metrics["train_lpips"])
+    assert np.isfinite(metrics["train_mse_temporal"])
     frames = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     video = Video(frames, Fraction(25))
     sym_a = encode_video(s1, video, 1, seed=3).data
@@ -179,6 +180,8 @@ def test_stage2_can_train_the_vae_decoder_alone(pipeline: tuple[Path, dict[str, 
     assert decode_video(out, sym_b).frames.shape == frames.shape
     with pytest.raises(ConfigError, match="trainable"):
         stage2.run({**dec, "stage2": {**dec["stage2"], "trainable": ["encoder"]}})
+    with pytest.raises(ConfigError, match="temporal_weight"):
+        stage2.run({**dec, "stage2": {**dec["stage2"], "trainable": ["codec"]}})
 
 
 def test_final_model_codes_video(pipeline: tuple[Path, dict[str, Any], dict[str, Any]]) -> None:
