@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ def _train(
     steps: int,
     *,
     crash_at: int | None = None,
+    signals_at: dict[int, list[int]] | None = None,
     log_dir: Path | None = None,
     export_dir: Path | None = None,
     config_fingerprint: str = "",
@@ -60,6 +63,8 @@ def _train(
     def step(tr: Trainer) -> dict[str, torch.Tensor]:
         if crash_at is not None and tr.step == crash_at:
             raise Interrupted
+        for sig in (signals_at or {}).pop(tr.step, []):  # sent once, in the step's first micro-batch
+            os.kill(os.getpid(), sig)
         x1 = next(stream)
         x0 = tr.randn(x1.shape)
         t = tr.rand((x1.shape[0],))
@@ -68,6 +73,33 @@ def _train(
 
     trainer.fit(step)
     return refiner, trainer
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(refiner_cfg, tmp_path):
+    """A scheduler's SIGTERM (or a first Ctrl-C) mid-step: the step finishes, is checkpointed
+    although it is no checkpoint step (every 3), and the resumed run equals a straight one."""
+    from gnvc.training.stop import TrainingStopped
+
+    before = signal.getsignal(signal.SIGTERM)
+    straight, _ = _train(refiner_cfg, tmp_path / "a", 8)
+    with pytest.raises(TrainingStopped) as stopped:
+        _train(refiner_cfg, tmp_path / "b", 8, signals_at={4: [signal.SIGTERM]})
+    assert stopped.value.step == 5 and stopped.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are fit's only
+    assert (tmp_path / "b" / "step-0000005").is_dir()
+    resumed, trainer = _train(refiner_cfg, tmp_path / "b", 8)
+    assert trainer.resumed_from == 5
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_second_signal_stops_at_once(refiner_cfg, tmp_path):
+    from gnvc.training.stop import TrainingStopped
+
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        _train(refiner_cfg, tmp_path / "b", 8, signals_at={4: [signal.SIGINT, signal.SIGINT]})
+    assert not isinstance(stopped.value, TrainingStopped)
+    assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-0000003"]
 
 
 def test_straight_equals_interrupted_and_resumed(refiner_cfg: dict[str, Any], tmp_path: Path) -> None:
