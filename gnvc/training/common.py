@@ -25,7 +25,7 @@ DEFAULT_LATENTS_MANIFEST = "data/latents/manifest.json"
 VOLATILE_KEYS = frozenset({
     "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress", "device", "export_dir",
     "log_dir", "run_dir", "frames", "batch_size", "image_batch_size", "image_steps", "crop", "stats_batches",
-    "fsdp", "augment",
+    "fsdp", "augment", "export_moments",
 })  # fmt: skip
 
 

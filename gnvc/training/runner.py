@@ -80,6 +80,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda[:N]
     resume: bool = True
     progress: bool = True
+    # Adam's moments in the exports before the last (the last never has them): false makes each
+    # committed export a third of the size, and a run resumed from one restarts Adam with a warm-up.
+    export_moments: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
@@ -511,12 +514,12 @@ class Trainer:
     def _export(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Replace ``export_dir`` with a bf16 copy of the checkpoint (floating tensors only).
 
-        The export of the last step (``step == steps``) leaves Adam's moments out: they are two
-        thirds of its size, a finished stage is rebuilt from its weights alone, and every commit of
-        an export stays in git's history. A run later extended past it restarts Adam with a
-        warm-up (:meth:`load_checkpoint`).
+        The export of the last step (``step == steps``), and every export with ``export_moments``
+        off, leaves Adam's moments out: they are two thirds of its size, a finished stage is rebuilt
+        from its weights alone, and every commit of an export stays in git's history. A run resumed
+        from such an export with steps left restarts Adam with a warm-up (:meth:`load_checkpoint`).
         """
-        if self.step >= self.cfg.steps:
+        if self.step >= self.cfg.steps or not self.cfg.export_moments:
             tensors = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
             meta = {**meta, "optimizer": {**meta["optimizer"], "state": {}}, "moments": False}
         small = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
@@ -600,12 +603,11 @@ class Trainer:
                 opt_state.setdefault(int(pid), {})[name] = v
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": opt_meta["param_groups"]})
         if meta.get("moments", True) is False and int(meta["step"]) < self.cfg.steps:
-            # A finished stage's export, extended: a fresh Adam at the schedule's LR would take
-            # steps of ≈ lr on every weight at once, so it warms up as at a phase switch.
+            # An export without moments (a finished stage's, extended, or export_moments off): a fresh
+            # Adam at the schedule's LR would take steps of ≈ lr on every weight at once, so it warms
+            # up as at a phase switch.
             self._restart = (int(meta["step"]), max(1, self.cfg.warmup_steps))
-            tqdm.write(
-                f"{self.name}: {ckpt} holds no optimizer moments (a finished run's export): fresh Adam, LR warm-up"
-            )
+            tqdm.write(f"{self.name}: {ckpt} holds no optimizer moments: fresh Adam, LR warm-up")
         if self.sharded:
             from gnvc.training.fsdp import is_sharded, shard_like
 

@@ -44,10 +44,12 @@ def _train(
     log_dir: Path | None = None,
     export_dir: Path | None = None,
     config_fingerprint: str = "",
+    export_moments: bool = True,
 ) -> tuple[Refiner, Trainer]:
     refiner = Refiner.from_config(refiner_cfg, seed=0)
     params = refiner.set_tuning("full")
     cfg = _cfg(steps)
+    cfg.export_moments = export_moments
     trainer = Trainer(
         "prior",
         {"refiner": refiner},
@@ -263,6 +265,27 @@ def test_a_finished_runs_export_holds_weights_only_and_extends_with_a_warm_up(re
     extended, trainer = _train(refiner_cfg, tmp_path / "run_c", 9, **same)
     assert trainer.resumed_from == 6 and trainer.step == 9
     assert all(torch.isfinite(p).all() for p in extended.parameters())
+
+
+def test_export_moments_off_exports_weights_only_and_resumes_with_a_warm_up(refiner_cfg, tmp_path):
+    from safetensors.torch import load_file
+
+    export = tmp_path / "checkpoints" / "prior"
+    with pytest.raises(Interrupted):  # dies in step 5; the last checkpoint (and export) is step 3's
+        _train(refiner_cfg, tmp_path / "run_a", 8, crash_at=4, export_dir=export, export_moments=False)
+    meta = json.loads((export / "trainer.json").read_text())
+    assert meta["step"] == 3 and meta["moments"] is False
+    assert not [k for k in load_file(str(export / STATE_NAME)) if k.startswith("optim.")]
+    refiner = Refiner.from_config(refiner_cfg, seed=0)
+    cfg = _cfg(8)
+    cfg.export_moments = False
+    tr = Trainer(
+        "prior", {"refiner": refiner}, refiner.set_tuning("full"), cfg, run_dir=tmp_path / "b", export_dir=export
+    )
+    assert tr.resumed_from == 3 and not tr.optimizer.state
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3 * tr._schedule(3) / 2)  # warm-up 1 of 2
+    _, trainer = _train(refiner_cfg, tmp_path / "run_c", 8, export_dir=export, export_moments=False)
+    assert trainer.resumed_from == 3 and trainer.step == 8
 
 
 def test_fingerprint_ignores_schedule_and_data_shape_but_not_the_model():
