@@ -186,25 +186,29 @@ def test_stage2_losses_descend(model: GnvcModel) -> None:
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.vae.parameters())
 
 
-def test_decoder_losses_train_the_decoder_alone(model: GnvcModel) -> None:
+def _decoder_setup(model: GnvcModel) -> tuple[torch.Tensor, Callable[[], dict[str, torch.Tensor]], list, Any]:
+    """A clip, what the frozen coding loop delivers for it (one sample refined, one not), the
+    decoder's parameters (the only ones that train) and LPIPS-Alex."""
     from gnvc.metrics.lpips_metric import lpips_model
 
     video = _video(frames=5, size=32)
-    q = torch.tensor([0, 2])
+    q, refine = torch.tensor([0, 2]), torch.tensor([True, False])
     x0 = torch.randn(vae_latent_shape(video, 16), generator=torch.Generator().manual_seed(3))
-    refine = torch.tensor([True, False])
     model.requires_grad_(False)
     model.codec.eval()
     decoder = list(model.vae.vae.decoder.parameters()) + list(model.vae.vae.post_quant_conv.parameters())
     for p in decoder:
         p.requires_grad_(True)
-    net = lpips_model("alex", "cpu")
 
-    def fn() -> dict[str, torch.Tensor]:
-        coded = coded_latents(model.codec, model.refiner, model.vae, video, q, x0, refine, t_n=0.7, steps=2)
-        return decoder_losses(model.vae, video, coded, net)
+    def coded() -> dict[str, torch.Tensor]:
+        return coded_latents(model.codec, model.refiner, model.vae, video, q, x0, refine, t_n=0.7, steps=2)
 
-    first, last = _descends(fn, decoder, 10, 2e-3)
+    return video, coded, decoder, lpips_model("alex", "cpu")
+
+
+def test_decoder_losses_train_the_decoder_alone(model: GnvcModel) -> None:
+    video, coded, decoder, net = _decoder_setup(model)
+    first, last = _descends(lambda: decoder_losses(model.vae, video, coded(), net), decoder, 10, 2e-3)
     assert last["loss"] < first["loss"] and last["mse_pixels"] < first["mse_pixels"]
     assert last["bpp"] == first["bpp"] and last["mse_codec"] == first["mse_codec"]  # the coding is fixed
     assert first["refined"] == 0.5
@@ -223,21 +227,11 @@ def test_temporal_mse_sees_flicker_that_per_frame_errors_do_not() -> None:
 
 
 def test_decoder_losses_temporal_weight_lowers_flicker(model: GnvcModel) -> None:
-    from gnvc.metrics.lpips_metric import lpips_model
-
-    video = _video(frames=5, size=32)
-    q, refine = torch.tensor([0, 2]), torch.tensor([True, False])
-    x0 = torch.randn(vae_latent_shape(video, 16), generator=torch.Generator().manual_seed(3))
-    model.requires_grad_(False)
-    model.codec.eval()
-    decoder = list(model.vae.vae.decoder.parameters()) + list(model.vae.vae.post_quant_conv.parameters())
-    for p in decoder:
-        p.requires_grad_(True)
-    net = lpips_model("alex", "cpu")
-    coded = coded_latents(model.codec, model.refiner, model.vae, video, q, x0, refine, t_n=0.7, steps=2)
+    video, coded, decoder, net = _decoder_setup(model)
+    fixed = coded()
 
     def fn() -> dict[str, torch.Tensor]:
-        return decoder_losses(model.vae, video, coded, net, lpips_weight=0.0, temporal_weight=10.0)
+        return decoder_losses(model.vae, video, fixed, net, lpips_weight=0.0, temporal_weight=10.0)
 
     first, last = _descends(fn, decoder, 10, 2e-3)
     assert last["mse_temporal"] < first["mse_temporal"]
