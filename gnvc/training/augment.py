@@ -28,11 +28,15 @@ CHANNEL_ORDERS = torch.tensor(_ORDERS)  # (6, 3): the channel orders latent colo
 class ClipAugment:
     """Which augmentations apply to a (B, 3, T, H, W) batch, each drawn per clip.
 
+    ``colors``: the share of clips whose channel order is drawn (uniformly from the six, the
+    original included); ``true`` is 1. A share below 1 keeps most clips in their own colours: for
+    a decoder fine-tuned behind a frozen encoder and codec that serve mostly natural video (and a
+    VAE trained on all six orders from the start learned 2.4x slower, docs/training.md).
     ``from_step``: the first training step that augments (a run that trained without augmentation
     and continues with it records where it started, so its config still describes its training).
     """
 
-    colors: bool = False
+    colors: float = 0.0
     hflip: bool = False
     reverse: bool = False
     from_step: int = 0
@@ -45,8 +49,13 @@ class ClipAugment:
         unknown = set(raw) - {"colors", "hflip", "reverse", "from_step"}
         if unknown:
             raise ConfigError(f"augment: unknown keys {sorted(unknown)} (known: colors, hflip, reverse, from_step)")
+        colors = raw.get("colors", False)
+        if isinstance(colors, bool):
+            colors = float(colors)
+        if not isinstance(colors, int | float) or not 0.0 <= colors <= 1.0:
+            raise ConfigError(f"augment.colors must be true, false or a share in [0, 1], got {colors!r}")
         return cls(
-            colors=bool(raw.get("colors", False)),
+            colors=float(colors),
             hflip=bool(raw.get("hflip", False)),
             reverse=bool(raw.get("reverse", False)),
             from_step=int(raw.get("from_step", 0)),
@@ -54,7 +63,7 @@ class ClipAugment:
 
     @property
     def enabled(self) -> bool:
-        return self.colors or self.hflip or self.reverse
+        return self.colors > 0 or self.hflip or self.reverse
 
     def __call__(self, tr: Trainer, x: torch.Tensor) -> torch.Tensor:
         """``x`` augmented per clip at the trainer's current step (unchanged before ``from_step``)."""
@@ -66,10 +75,12 @@ class ClipAugment:
         order = tr.randint(len(CHANNEL_ORDERS), (b,)).cpu()
         flip = tr.randint(2, (b,)).bool().cpu()
         rev = tr.randint(2, (b,)).bool().cpu()
+        # Drawn only for a share below 1, so that runs with `colors: true` keep their random stream.
+        recolor = tr.rand((b,)).cpu() < self.colors if 0 < self.colors < 1 else torch.full((b,), self.colors > 0)
         out = []
         for i in range(b):
             clip = x[i]
-            if self.colors:
+            if recolor[i]:
                 clip = clip[CHANNEL_ORDERS[order[i]].to(clip.device)]
             if self.hflip and flip[i]:
                 clip = clip.flip(-1)

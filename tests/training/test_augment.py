@@ -34,6 +34,20 @@ def test_colors_reorder_each_clips_channels_and_keep_its_values(tmp_path: Path) 
     assert {tuple(o) for o in CHANNEL_ORDERS.tolist()} >= seen
 
 
+def test_a_colour_share_recolours_about_that_share_and_true_keeps_the_random_stream(tmp_path: Path) -> None:
+    x = torch.rand(600, 3, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    changed = (ClipAugment(colors=0.3)(_trainer(tmp_path), x) != x).flatten(1).any(1).float().mean()
+    assert 0.18 < changed < 0.32  # 30 % drawn, a sixth of those the identity: 25 % expected
+    a, b = _trainer(tmp_path, 5), _trainer(tmp_path, 5)
+    ClipAugment(colors=True)(a, x[:4])
+    ClipAugment(hflip=True)(b, x[:4])
+    assert torch.equal(a.rand((3,)), b.rand((3,)))  # no extra draw: runs with `colors: true` unchanged
+    assert ClipAugment.from_section({"augment": {"colors": 0.5}}) == ClipAugment(colors=0.5)
+    for bad in (1.5, -0.1, "yes"):
+        with pytest.raises(ConfigError, match="share"):
+            ClipAugment.from_section({"augment": {"colors": bad}})
+
+
 def test_flips_and_reversal_are_exact_and_per_clip(tmp_path: Path) -> None:
     x = _clips()
     y = ClipAugment(hflip=True, reverse=True)(_trainer(tmp_path), x)
