@@ -10,6 +10,7 @@ worst RGB error of their centres (on [0, 1]): the base VAE of release 2 turned a
 (error 0.4) while coding greys and oranges to 0.02, which whole-clip PSNR hides.
 
     python bench/vae_checkpoints.py checkpoints/base/vae inflate:checkpoints/base/vae --clips 6
+    python bench/vae_checkpoints.py model:weights/base model:models/base   # fine-tuned decoders
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ RESULTS = Path(__file__).parent / "results" / "vae_checkpoints.json"
 
 
 def load_vae(spec: str, profile: str) -> tuple[VideoVAE, int]:
-    """``DIR`` (an export or run checkpoint) or ``inflate:DIR``; returns the VAE and its step."""
+    """``DIR`` (an export or run checkpoint), ``inflate:DIR`` or ``model:DIR`` (a model directory,
+    e.g. weights/base: its encoder with its own, possibly fine-tuned, decoder; step -1)."""
+    if spec.startswith("model:"):
+        return GnvcModel.from_pretrained(spec.removeprefix("model:")).vae.eval(), -1
     inflate = spec.startswith("inflate:")
     ckpt = Path(spec.removeprefix("inflate:"))
     vae = GnvcModel.from_profile(profile, seed=0).vae
@@ -72,7 +76,7 @@ def hue_errors(vae: VideoVAE, patches: torch.Tensor) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoints", nargs="+", help="DIR or inflate:DIR (exported checkpoint folders)")
+    ap.add_argument("checkpoints", nargs="+", help="DIR or inflate:DIR (exported checkpoint folders), or model:DIR")
     ap.add_argument("--profile", default="base")
     ap.add_argument("--manifest", default="data/base/clips/manifest.json")
     ap.add_argument("--split", default="val")
