@@ -194,7 +194,6 @@ class Trainer:
         )
         self._phase: tuple[int, int] | None = None  # see new_phase()
         self._restart: tuple[int, int] | None = None  # (step, warm-up) after a resume without moments
-        self._last: dict[str, float] = {}  # the last log window's means (what fit returns)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         self.step = 0
@@ -291,20 +290,23 @@ class Trainer:
             self.group.start(self.step, self.modules)
         # A worker group stops through Ray Train (its own checkpoints), not through signals.
         with StopSignals(self.name, enabled=self.group is None) as stop:
-            self._loop(step_fn, stop, bar)
+            last = self._loop(step_fn, stop, bar)
         bar.close()
         if self.resumed_from != self.step:  # a rerun of a finished run rewrites nothing (nor its export)
             self.save_checkpoint()
         for m in self.modules.values():
             m.eval()
-        self._write_summary(self._last)
-        return self._last
+        self._write_summary(last)
+        return last
 
-    def _loop(self, step_fn: Callable[[Trainer], dict[str, torch.Tensor]], stop: StopSignals, bar: Any) -> None:
-        """The steps up to ``cfg.steps``; after a stop signal, the step in flight ends with a checkpoint."""
+    def _loop(
+        self, step_fn: Callable[[Trainer], dict[str, torch.Tensor]], stop: StopSignals, bar: Any
+    ) -> dict[str, float]:
+        """The steps up to ``cfg.steps``, returning the last log window's means; after a stop signal,
+        the step in flight ends with a checkpoint and :class:`TrainingStopped`."""
         cfg = self.cfg
         window: dict[str, list[float]] = {}
-        self._last = {}
+        last: dict[str, float] = {}
         t_start = time.perf_counter()
         while self.step < cfg.steps:
             if self._phase is not None and self.step == self._phase[0]:
@@ -337,8 +339,8 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss']:.4g}")
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                self._last = {k: float(np.mean(v)) for k, v in window.items()}
-                self._log(self._last, time.perf_counter() - t_start)
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                self._log(last, time.perf_counter() - t_start)
                 window = {}
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint()
@@ -348,6 +350,7 @@ class Trainer:
                 bar.close()
                 tqdm.write(f"{self.name}: checkpointed at step {self.step}; the next run resumes there")
                 raise TrainingStopped(self.name, self.step, stop.signum)
+        return last
 
     def _clip(self, params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
         if not self.sharded:
