@@ -99,7 +99,8 @@ def test_a_second_signal_stops_at_once(refiner_cfg, tmp_path):
     from gnvc.training.stop import TrainingStopped
 
     with pytest.raises(KeyboardInterrupt) as stopped:
-        _train(refiner_cfg, tmp_path / "b", 8, signals_at={4: [signal.SIGINT, signal.SIGINT]})
+        # SIGTERM: a backgrounded test run (`cmd &`) starts with SIGINT ignored, which StopSignals respects.
+        _train(refiner_cfg, tmp_path / "b", 8, signals_at={4: [signal.SIGTERM, signal.SIGTERM]})
     assert not isinstance(stopped.value, TrainingStopped)
     assert sorted(p.name for p in (tmp_path / "b").glob("step-*")) == ["step-0000003"]
 
